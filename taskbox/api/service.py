@@ -1,0 +1,71 @@
+"""Steps the routes share: turning input into tasks, and handing tasks to Redis."""
+
+import logging
+from datetime import datetime
+
+import redis
+
+from taskbox.errors import InvalidInput
+from taskbox.models import Status, Task, TaskCreate
+from taskbox.services import Services
+from taskbox.store.tasks import NewTask
+
+log = logging.getLogger(__name__)
+
+
+def check_submission(
+    body: TaskCreate, services: Services, now: datetime, header_key: str | None = None
+) -> NewTask:
+    """Check a submission against its task definition and fill in the defaults.
+
+    Raises UnknownTaskName, PayloadMismatch or InvalidInput.
+    """
+    definition = services.registry.get(body.name)
+    payload = body.payload or {}
+    definition.check_payload(payload)
+
+    key = body.idempotency_key
+    if header_key is not None:
+        if key is not None and key != header_key:
+            raise InvalidInput(
+                "the Idempotency-Key header and the idempotency_key field differ; "
+                "send one of them, or the same value in both"
+            )
+        key = header_key
+
+    return NewTask(
+        name=body.name,
+        payload=payload,
+        run_at=body.run_at or now,
+        priority=body.priority,
+        max_retries=definition.max_retries
+        if body.max_retries is None
+        else body.max_retries,
+        timeout_s=body.timeout,
+        idempotency_key=key,
+    )
+
+
+def hand_to_redis(services: Services, tasks: list[Task], now: datetime) -> None:
+    """Put new or re-queued tasks on the Redis queues.
+
+    The store already holds them; if Redis is out of reach they are marked PENDING
+    and the scheduler hands them over once it is back.
+    """
+    ready = [(t.id, t.priority) for t in tasks if t.status == Status.QUEUED]
+    delayed = [
+        (t.id, t.run_at.timestamp()) for t in tasks if t.status == Status.SCHEDULED
+    ]
+    try:
+        services.queue.enqueue(ready=ready, delayed=delayed)
+    except redis.RedisError as err:
+        log.warning(
+            "Redis is out of reach (%s); %d tasks stay PENDING until the scheduler "
+            "hands them over",
+            err,
+            len(tasks),
+            extra={"event": "enqueue_deferred"},
+        )
+        services.store.tasks.set_pending([t.id for t in tasks], now)
+        for task in tasks:
+            task.status = Status.PENDING
