@@ -30,7 +30,7 @@ def test_missing_argument_is_named() -> None:
 
 
 def test_unexpected_argument_is_named_with_the_known_ones() -> None:
-    with pytest.raises(PayloadMismatch, match="'colour'.*name, times, loud"):
+    with pytest.raises(PayloadMismatch, match=r"'colour'.*name, times, loud"):
         definition().check_payload({"name": "ada", "colour": "red"})
 
 
