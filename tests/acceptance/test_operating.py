@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Appliance
+from tests.conftest import Appliance, RedisServer
 
 Sample = tuple[str, dict[str, str], float]
 
@@ -261,3 +261,22 @@ def test_killed_worker_drops_off_the_list_and_its_lease_is_counted_lost(
             ("taskbox_workers", {}, 1),
         ],
     )
+
+
+def test_readyz_answers_503_naming_redis_when_redis_is_gone(
+    make_appliance: Callable[..., Appliance], private_redis: RedisServer
+) -> None:
+    appliance = make_appliance(redis_url=private_redis.url)
+    appliance.start("api", "api")
+    assert appliance.client.get("/readyz").json() == {
+        "status": "ready",
+        "store": "ok",
+        "redis": "ok",
+    }
+
+    private_redis.kill()
+
+    response = appliance.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["store"] == "ok"
+    assert response.json()["redis"].startswith("unreachable")
