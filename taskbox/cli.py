@@ -3,6 +3,7 @@
 import json
 import signal
 import time
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated, Any
 
@@ -239,37 +240,39 @@ def top(
     from taskbox.console import make_console
 
     console = make_console()
+    feed = _TopFeed()
     if once:
-        console.print(_top_view())
+        console.print(feed.view())
         return
-    with Live(_top_view(), console=console, auto_refresh=False) as live:
+    with Live(feed.view(), console=console, auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(_top_view(), refresh=True)
+                live.update(feed.view(), refresh=True)
         except KeyboardInterrupt:
             pass
 
 
-_last_top: tuple[Any, Any, Any] | None = None
+class _TopFeed:
+    """Fetches what `taskbox top` shows; keeps the last answer for when the API is away."""
 
+    def __init__(self) -> None:
+        self.last: tuple[Any, Any, Any] | None = None
 
-def _top_view() -> Any:
-    """The top view, or the last one with a note while the API is out of reach."""
-    from taskbox.console import top_view
-    from taskbox.models import utcnow
+    def view(self) -> Any:
+        from taskbox.console import top_view
 
-    global _last_top
-    try:
-        stats, workers = _call("GET", "/stats"), _call("GET", "/workers")
-        failures = _call("GET", "/tasks", params={"status": "FAILED", "limit": 10})
-    except typer.Exit:
-        if _last_top is None:
-            raise
-        note = "the API did not answer; showing the last view, retrying"
-        return top_view(*_last_top, now=utcnow(), note=note)
-    _last_top = (stats, workers, failures["items"])
-    return top_view(*_last_top, now=utcnow())
+        now = datetime.now(UTC)
+        try:
+            stats, workers = _call("GET", "/stats"), _call("GET", "/workers")
+            failed = _call("GET", "/tasks", params={"status": "FAILED", "limit": 10})
+        except typer.Exit:
+            if self.last is None:
+                raise
+            note = "the API did not answer; showing the last view, retrying"
+            return top_view(*self.last, now=now, note=note)
+        self.last = (stats, workers, failed["items"])
+        return top_view(*self.last, now=now)
 
 
 @app.command("list")
