@@ -2,6 +2,8 @@
 
 import json
 import signal
+import time
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated, Any
 
@@ -202,6 +204,118 @@ def submit(
 def get(task_id: Annotated[str, typer.Argument(help="The task's id.")]) -> None:
     """Print one task."""
     _print(_call("GET", f"/tasks/{task_id}"))
+
+
+# -- operating ----------------------------------------------------------------
+
+
+@app.command()
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print /stats and /workers as JSON.")
+    ] = False,
+) -> None:
+    """Print queues, counts by status and task name, and live workers."""
+    from taskbox.console import make_console, status_view
+
+    stats, workers = _call("GET", "/stats"), _call("GET", "/workers")
+    if as_json:
+        _print({"stats": stats, "workers": workers})
+        return
+    make_console().print(status_view(stats, workers))
+
+
+@app.command()
+def top(
+    interval: Annotated[
+        float, typer.Option(min=0.2, help="Seconds between refreshes.")
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one view and exit.")
+    ] = False,
+) -> None:
+    """Show queues, workers and recent failures, refreshed until Ctrl-C."""
+    from rich.live import Live
+
+    from taskbox.console import make_console
+
+    console = make_console()
+    feed = _TopFeed()
+    if once:
+        console.print(feed.view())
+        return
+    with Live(feed.view(), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(feed.view(), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+class _TopFeed:
+    """Fetches what `taskbox top` shows; keeps the last answer for when the API is away."""
+
+    def __init__(self) -> None:
+        self.last: tuple[Any, Any, Any] | None = None
+
+    def view(self) -> Any:
+        from taskbox.console import top_view
+
+        now = datetime.now(UTC)
+        try:
+            stats, workers = _call("GET", "/stats"), _call("GET", "/workers")
+            failed = _call("GET", "/tasks", params={"status": "FAILED", "limit": 10})
+        except typer.Exit:
+            if self.last is None:
+                raise
+            note = "the API did not answer; showing the last view, retrying"
+            return top_view(*self.last, now=now, note=note)
+        self.last = (stats, workers, failed["items"])
+        return top_view(*self.last, now=now)
+
+
+@app.command("list")
+def list_tasks(
+    status: Annotated[
+        str | None, typer.Option(help="Only this status, e.g. FAILED.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only this task name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="next_cursor of the previous page.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the page as JSON.")
+    ] = False,
+) -> None:
+    """List tasks, newest first."""
+    from taskbox.console import make_console, tasks_table
+
+    params: dict[str, Any] = {"limit": limit}
+    for key, value in (("status", status), ("name", name), ("cursor", cursor)):
+        if value is not None:
+            params[key] = value.upper() if key == "status" else value
+    page = _call("GET", "/tasks", params=params)
+    if as_json:
+        _print(page)
+        return
+    console = make_console()
+    console.print(tasks_table(page["items"]))
+    if page["next_cursor"]:
+        console.print(f"more: taskbox list --cursor {page['next_cursor']}")
+
+
+@app.command()
+def cancel(task_id: Annotated[str, typer.Argument(help="The task's id.")]) -> None:
+    """Cancel a task that has not started, and print it."""
+    _print(_call("POST", f"/tasks/{task_id}/cancel"))
+
+
+@app.command()
+def retry(task_id: Annotated[str, typer.Argument(help="The task's id.")]) -> None:
+    """Queue a FAILED or CANCELLED task again, and print it."""
+    _print(_call("POST", f"/tasks/{task_id}/retry"))
 
 
 def main() -> None:

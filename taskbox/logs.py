@@ -7,7 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message`, a copy of the message with terminal colour codes.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+
+def _text_value(value: Any) -> str:
+    """A value as `key=value` shows it; quoted when it holds a space or a quote."""
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n'):
+        return json.dumps(text)
+    return text
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -22,7 +36,7 @@ class TextFormatter(logging.Formatter):
             timespec="milliseconds"
         )
         line = f"{when} {record.levelname:<7} {record.name} {record.getMessage()}"
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        extras = " ".join(f"{k}={_text_value(v)}" for k, v in _extras(record).items())
         if extras:
             line = f"{line} {extras}"
         if record.exc_info:

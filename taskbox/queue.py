@@ -14,6 +14,8 @@ TASKBOX_REDIS_PREFIX (shown here as P):
 | P worker:{worker}    | hash   | a worker's host, pid, start, current task     | worker            |
 | P scheduler:wakeup   | list   | a nudge: a new task is the earliest delayed   | api, scheduler    |
 | P epoch              | string | present while Redis holds what the store says | scheduler         |
+| P metrics:{metric}   | hash   | event counters and histogram buckets          | api, scheduler,   |
+|                      |        | (see metrics.py); read by /metrics            | worker            |
 """
 
 import math
@@ -22,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
+
+from taskbox.metrics import Tally
 
 # A few tokens per idle worker is plenty; the cap keeps a deep queue from piling
 # up one token per task.
@@ -177,8 +181,12 @@ class Queue:
         self,
         ready: Sequence[tuple[str, int]] = (),
         delayed: Sequence[tuple[str, float]] = (),
+        tally: Tally | None = None,
     ) -> None:
-        """Put ids on the ready queues (with priority) and the delayed queue (with run_at)."""
+        """Put ids on the ready queues (with priority) and the delayed queue (with run_at).
+
+        A tally's metric increments go in the same round trip.
+        """
         pipe = self.client.pipeline(transaction=False)
         if ready:
             args: list[Any] = [self.prefix]
@@ -194,15 +202,26 @@ class Queue:
             self._add_delayed(
                 keys=[self.delayed_key, self.wakeup_key], args=args, client=pipe
             )
-        if ready or delayed:
+        if tally:
+            tally.add_to(pipe, self.prefix)
+        if len(pipe):
             pipe.execute()
 
-    def remove(self, task_id: str, priority: int) -> None:
+    def remove(self, task_id: str, priority: int, tally: Tally | None = None) -> None:
         """Take an id off the delayed and ready queues (a cancelled task)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self.delayed_key, task_id)
         pipe.lrem(self.ready_key(priority), 0, task_id)
+        if tally:
+            tally.add_to(pipe, self.prefix)
         pipe.execute()
+
+    def record(self, tally: Tally) -> None:
+        """Send a tally's metric increments on their own, when no other call is due."""
+        if tally:
+            pipe = self.client.pipeline(transaction=False)
+            tally.add_to(pipe, self.prefix)
+            pipe.execute()
 
     # -- workers -----------------------------------------------------------------
 
@@ -218,11 +237,15 @@ class Queue:
         """Block until an enqueue signals new work or the timeout passes."""
         return self.client.blpop([self.signal_key], timeout=timeout_s) is not None
 
-    def ack(self, worker: str, task_ids: Iterable[str]) -> None:
-        """Drop finished ids from the worker's in-flight list."""
+    def ack(
+        self, worker: str, task_ids: Iterable[str], tally: Tally | None = None
+    ) -> None:
+        """Drop finished ids from the worker's in-flight list, sending a tally along."""
         pipe = self.client.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.lrem(self.inflight_key(worker), 1, task_id)
+        if tally:
+            tally.add_to(pipe, self.prefix)
         pipe.execute()
 
     def inflight(self, worker: str) -> list[str]:

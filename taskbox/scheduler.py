@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from taskbox.metrics import Tally
 from taskbox.models import Status, utcnow
 from taskbox.outage import Outage
 from taskbox.queue import Queue
@@ -153,7 +154,12 @@ class Scheduler:
         """Make a task for every due schedule."""
         fired = self.store.schedules.fire_due(now)
         if fired:
-            self.queue.enqueue(ready=[(f.task_id, f.priority) for f in fired])
+            tally = Tally()
+            for f in fired:
+                tally.submitted(f.task_name)
+            self.queue.enqueue(
+                ready=[(f.task_id, f.priority) for f in fired], tally=tally
+            )
         for f in fired:
             log.info(
                 "schedule %s fired task %s",
@@ -174,10 +180,17 @@ class Scheduler:
             expired = self.store.tasks.expire_lease(task, now)
             if expired is None:
                 continue
+            tally = Tally()
+            tally.lease_lost(expired.name)
             if expired.status == Status.SCHEDULED:
+                tally.retried(expired.name)
                 self.queue.enqueue(
-                    delayed=[(expired.task_id, expired.run_at.timestamp())]
+                    delayed=[(expired.task_id, expired.run_at.timestamp())],
+                    tally=tally,
                 )
+            else:
+                tally.finished(expired.name, expired.status)
+                self.queue.record(tally)
             log.warning(
                 "lease of task %s expired: attempt %d on worker %s lost; task is %s",
                 expired.task_id,

@@ -19,6 +19,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from taskbox.errors import LeaseLost
+from taskbox.metrics import Tally
 from taskbox.models import AttemptStatus, Status, Task, utcnow
 from taskbox.outage import Outage
 from taskbox.queue import Queue
@@ -174,13 +175,9 @@ class Worker:
     def run(self, burst: bool = False) -> None:
         """Work until stop() is called, or, with burst, until no task is ready."""
         self.runner = Runner(self.settings.task_module_names)
+        self._announce()
         beat = threading.Thread(target=self._beat_loop, name="lease", daemon=True)
         beat.start()
-        log.info(
-            "worker %s started",
-            self.id,
-            extra={"event": "worker_started", "worker": self.id},
-        )
         outage = Outage(log, f"worker {self.id}", {"worker": self.id})
         try:
             while not self.stopping.is_set():
@@ -252,6 +249,8 @@ class Worker:
         wait_s = (
             (task.started_at - task.run_at).total_seconds() if task.started_at else 0.0
         )
+        tally = Tally()
+        tally.started_late(task.name, wait_s)
         log.info(
             "attempt %d of task %s (%s) started",
             task.attempts,
@@ -269,8 +268,8 @@ class Worker:
         if outcome is None:
             self._hand_back(task, lease_lost=current.lease_lost if current else False)
         else:
-            self._record(task, definition, outcome)
-        self.queue.ack(self.id, [task.id])
+            self._record(task, definition, outcome, tally)
+        self.queue.ack(self.id, [task.id], tally)
 
     def _execute(self, task: Task, timeout_s: float) -> Outcome | None:
         if self.runner is None:
@@ -285,8 +284,11 @@ class Worker:
 
         return self.runner.run(task.name, task.payload, timeout_s, should_abandon)
 
-    def _record(self, task: Task, definition: TaskDef | None, outcome: Outcome) -> None:
+    def _record(
+        self, task: Task, definition: TaskDef | None, outcome: Outcome, tally: Tally
+    ) -> None:
         now = self.clock()
+        tally.attempt_took(task.name, outcome.duration_s)
         retry_at = None
         if outcome.status != AttemptStatus.SUCCESS:
             retry_at = now + timedelta(seconds=retry_delay_s(definition, task.attempts))
@@ -305,7 +307,10 @@ class Worker:
 
         self.tasks_done += 1
         if finished.status == Status.SCHEDULED:
+            tally.retried(task.name)
             self.queue.enqueue(delayed=[(task.id, finished.run_at.timestamp())])
+        else:
+            tally.finished(task.name, finished.status)
         _log_outcome(task, outcome, finished.status, finished.run_at, now, self.id)
 
     def _hand_back(self, task: Task, lease_lost: bool) -> None:
@@ -358,6 +363,25 @@ class Worker:
         )
         if current.task_id not in held:
             current.lease_lost = True
+
+    def _announce(self) -> None:
+        """Beat once at start, so the worker is listed before its first interval ends."""
+        try:
+            self._beat()
+        except redis.RedisError:
+            pass  # the beat loop keeps trying, and logs if it cannot
+        log.info(
+            "worker %s started on %s, pid %d",
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            extra={
+                "event": "worker_started",
+                "worker": self.id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            },
+        )
 
     def _beat(self) -> None:
         current = self.current
@@ -420,6 +444,7 @@ def _log_outcome(
             extra={
                 **context,
                 "event": "retry_scheduled",
+                "error": outcome.error,
                 "retry_in_s": round(delay_s, 3),
             },
         )
@@ -433,6 +458,7 @@ def _log_outcome(
             extra={
                 **context,
                 "event": "task_failed",
+                "error": outcome.error,
                 "timed_out": outcome.status == AttemptStatus.TIMED_OUT,
             },
         )

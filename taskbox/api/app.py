@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from taskbox.api.deps import require_api_key
-from taskbox.api.routes import health, schedules, stats, tasks
+from taskbox.api.routes import health, metrics, schedules, stats, tasks
 from taskbox.errors import TaskboxError
 from taskbox.services import Services, open_services
 from taskbox.settings import Settings
@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tasks.router, dependencies=secured)
     app.include_router(schedules.router, dependencies=secured)
     app.include_router(stats.router, dependencies=secured)
+    app.include_router(metrics.router, dependencies=secured)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _map_errors(app)
     return app

@@ -6,6 +6,7 @@ from datetime import datetime
 import redis
 
 from taskbox.errors import InvalidInput
+from taskbox.metrics import Tally
 from taskbox.models import Status, Task, TaskCreate
 from taskbox.services import Services
 from taskbox.store.tasks import NewTask
@@ -46,18 +47,20 @@ def check_submission(
     )
 
 
-def hand_to_redis(services: Services, tasks: list[Task], now: datetime) -> None:
-    """Put new or re-queued tasks on the Redis queues.
+def hand_to_redis(
+    services: Services, tasks: list[Task], now: datetime, tally: Tally | None = None
+) -> None:
+    """Put new or re-queued tasks on the Redis queues, with a tally of metrics.
 
     The store already holds them; if Redis is out of reach they are marked PENDING
-    and the scheduler hands them over once it is back.
+    and the scheduler hands them over once it is back (the tally is then lost).
     """
     ready = [(t.id, t.priority) for t in tasks if t.status == Status.QUEUED]
     delayed = [
         (t.id, t.run_at.timestamp()) for t in tasks if t.status == Status.SCHEDULED
     ]
     try:
-        services.queue.enqueue(ready=ready, delayed=delayed)
+        services.queue.enqueue(ready=ready, delayed=delayed, tally=tally)
     except redis.RedisError as err:
         log.warning(
             "Redis is out of reach (%s); %d tasks stay PENDING until the scheduler "
@@ -69,3 +72,24 @@ def hand_to_redis(services: Services, tasks: list[Task], now: datetime) -> None:
         services.store.tasks.set_pending([t.id for t in tasks], now)
         for task in tasks:
             task.status = Status.PENDING
+
+
+def tally_submitted(tasks: list[Task]) -> Tally:
+    tally = Tally()
+    for task in tasks:
+        tally.submitted(task.name)
+    return tally
+
+
+def log_submitted(services: Services, task: Task) -> None:
+    """Log a new task; its payload only when TASKBOX_LOG_PAYLOADS is set."""
+    extra = {
+        "event": "task_submitted",
+        "task_id": task.id,
+        "task_name": task.name,
+        "attempt": task.attempts,
+        "status": str(task.status),
+    }
+    if services.settings.log_payloads:
+        extra["payload"] = task.payload
+    log.info("task %s (%s) submitted, %s", task.id, task.name, task.status, extra=extra)

@@ -36,6 +36,9 @@ def create_store_engine(
         max_overflow=size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Error messages then leave out statement parameters: payloads and results
+        # would otherwise reach the logs whenever a statement fails.
+        hide_parameters=True,
     )
 
 
@@ -52,6 +55,7 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
         },
         pool_size=5,
         max_overflow=10,
+        hide_parameters=True,  # as above: no payloads in error messages
     )
 
     @event.listens_for(engine, "connect")

@@ -278,9 +278,10 @@ class TaskStore:
                 counts.by_status[status] = counts.by_status.get(status, 0) + count
                 counts.by_name.setdefault(name, {})[status] = count
 
+            # Due SCHEDULED tasks count too: they pile up when no scheduler runs.
             counts.oldest_waiting_at = conn.execute(
                 select(func.min(tasks.c.run_at)).where(
-                    tasks.c.status.in_([Status.QUEUED, Status.PENDING])
+                    tasks.c.status.in_(WAITING), tasks.c.run_at <= now
                 )
             ).scalar()
             counts.finished_last_minute = conn.execute(

@@ -7,7 +7,13 @@ import redis
 from fastapi import APIRouter, Header, Query, Response, status
 
 from taskbox.api.deps import ServicesDep
-from taskbox.api.service import check_submission, hand_to_redis
+from taskbox.api.service import (
+    check_submission,
+    hand_to_redis,
+    log_submitted,
+    tally_submitted,
+)
+from taskbox.metrics import Tally
 from taskbox.models import (
     AttemptPublic,
     AttemptStatus,
@@ -49,14 +55,8 @@ def submit_task(
         response.status_code = status.HTTP_200_OK
         return TaskPublic.of(task)
 
-    hand_to_redis(services, [task], now)
-    log.info(
-        "task %s (%s) submitted, %s",
-        task.id,
-        task.name,
-        task.status,
-        extra={"event": "task_submitted", "task_id": task.id, "task_name": task.name},
-    )
+    hand_to_redis(services, [task], now, tally_submitted([task]))
+    log_submitted(services, task)
     return TaskPublic.of(task)
 
 
@@ -68,7 +68,9 @@ def submit_batch(body: TaskBatch, services: ServicesDep) -> TaskItems:
     submitted = services.store.tasks.submit(new_tasks, now)
 
     created = [s.task for s in submitted if s.created]
-    hand_to_redis(services, created, now)
+    hand_to_redis(services, created, now, tally_submitted(created))
+    for task in created:
+        log_submitted(services, task)
     log.info(
         "batch of %d tasks submitted",
         len(created),
@@ -118,14 +120,21 @@ def list_attempts(task_id: str, services: ServicesDep) -> list[AttemptPublic]:
 def cancel_task(task_id: str, services: ServicesDep) -> TaskPublic:
     """Cancel a task that has not started; 409 once it is RUNNING or finished."""
     task = services.store.tasks.cancel(task_id, utcnow())
+    tally = Tally()
+    tally.finished(task.name, task.status)
     try:
-        services.queue.remove(task.id, task.priority)
+        services.queue.remove(task.id, task.priority, tally)
     except redis.RedisError:
         pass  # a worker that later claims the id finds it CANCELLED and drops it
     log.info(
         "task %s cancelled",
         task.id,
-        extra={"event": "task_cancelled", "task_id": task.id, "task_name": task.name},
+        extra={
+            "event": "task_cancelled",
+            "task_id": task.id,
+            "task_name": task.name,
+            "attempt": task.attempts,
+        },
     )
     return TaskPublic.of(task)
 
@@ -139,6 +148,11 @@ def retry_task(task_id: str, services: ServicesDep) -> TaskPublic:
     log.info(
         "task %s queued again by request",
         task.id,
-        extra={"event": "task_retried", "task_id": task.id, "task_name": task.name},
+        extra={
+            "event": "task_retried",
+            "task_id": task.id,
+            "task_name": task.name,
+            "attempt": task.attempts,
+        },
     )
     return TaskPublic.of(task)
