@@ -1,13 +1,21 @@
-"""Losing Redis under a running appliance: every component rides it out, /readyz says
+"""Losing Redis or PostgreSQL under a running appliance: every component rides it out, /readyz says
 503 while it lasts, and each component logs the outage once, not once per loop."""
 
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Appliance, RedisServer
+from tests.conftest import Appliance, RedisServer, free_port, missing_service
 
 
 def wait_for_readyz(appliance: Appliance, status: int, timeout_s: float = 20) -> None:
@@ -64,3 +72,99 @@ def test_redis_outage_is_survived_logged_once_and_reported_by_readyz(
         log = wait_for_log(appliance, name, "connection_restored")
         assert len(outage_lines(log, "connection_lost")) == 1, log
         assert len(outage_lines(log, "connection_restored")) == 1, log
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of this test's own (pg_ctl in a temp dir), to stop and start
+    without disturbing the machine's shared server."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            missing_service("no pg_ctl in /usr/lib/postgresql/*/bin")
+        self.bin = Path(found[-1]).parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="taskbox-pg-"))
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        # initdb and the server refuse to run as root; run them as the postgres user.
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run(
+            "initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"
+        )
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bin / program), *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.dir / "server.log"),
+            "start",
+        )
+
+    def crash(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"
+        )
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.crash()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.mark.slow
+def test_postgres_outage_is_survived_logged_once_and_reported_by_readyz(
+    make_appliance: Any, private_postgres: PrivatePostgres
+) -> None:
+    appliance = make_appliance(store_url=private_postgres.url)
+    appliance.start_all(workers=2)
+    before = appliance.submit("echo", {"n": "before"})
+    run_at = datetime.now(UTC) + timedelta(seconds=5)
+    delayed = appliance.submit("echo", {"n": "delayed"}, run_at=run_at.isoformat())
+    assert appliance.wait_for(before["id"])["status"] == "SUCCESS"
+
+    private_postgres.crash()
+    wait_for_readyz(appliance, 503)
+    readyz = appliance.client.get("/readyz").json()
+    refused = appliance.client.post("/tasks", json={"name": "echo", "payload": {}})
+    time.sleep(3)  # many loops of every component
+    private_postgres.start()
+    wait_for_readyz(appliance, 200)
+    after = appliance.submit("echo", {"n": "after"})
+
+    assert readyz["redis"] == "ok" and readyz["store"].startswith("unreachable")
+    assert refused.status_code == 503 and "try again" in refused.json()["detail"]
+    for task in (delayed, after):
+        assert appliance.wait_for(task["id"])["status"] == "SUCCESS"
+    log = wait_for_log(appliance, "scheduler", "connection_restored")
+    assert len(outage_lines(log, "connection_lost")) == 1, log
+    assert len(outage_lines(log, "connection_restored")) == 1, log
+    for name in ("scheduler", "worker-0", "worker-1"):
+        assert appliance.processes[name].poll() is None, name
+        assert len(outage_lines(appliance.logs(name), "connection_lost")) <= 1
