@@ -153,9 +153,12 @@ def test_postgres_outage_is_survived_logged_once_and_reported_by_readyz(
     wait_for_readyz(appliance, 503)
     readyz = appliance.client.get("/readyz").json()
     refused = appliance.client.post("/tasks", json={"name": "echo", "payload": {}})
+    late = appliance.start("worker")  # starts while the store is down: it waits
+    wait_for_log(appliance, late, "connection_lost")
     time.sleep(3)  # many loops of every component
     private_postgres.start()
     wait_for_readyz(appliance, 200)
+    appliance.wait_for_workers(3)
     after = appliance.submit("echo", {"n": "after"})
 
     assert readyz["redis"] == "ok" and readyz["store"].startswith("unreachable")
@@ -165,6 +168,7 @@ def test_postgres_outage_is_survived_logged_once_and_reported_by_readyz(
     log = wait_for_log(appliance, "scheduler", "connection_restored")
     assert len(outage_lines(log, "connection_lost")) == 1, log
     assert len(outage_lines(log, "connection_restored")) == 1, log
-    for name in ("scheduler", "worker-0", "worker-1"):
+    for name in ("scheduler", "worker-0", "worker-1", late):
         assert appliance.processes[name].poll() is None, name
         assert len(outage_lines(appliance.logs(name), "connection_lost")) <= 1
+    assert len(outage_lines(appliance.logs(late), "connection_lost")) == 1
