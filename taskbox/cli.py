@@ -26,6 +26,18 @@ def _setup() -> Settings:
     return settings
 
 
+def _prepare(settings: Settings, kind: str) -> None:
+    """Wait for the store and migrate it; exit with a clear message if it is too new."""
+    from taskbox.errors import StoreTooNew
+    from taskbox.services import prepare_store
+
+    try:
+        prepare_store(settings, kind)
+    except StoreTooNew as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from err
+
+
 def _on_stop(stop: Any) -> None:
     """Call stop() on SIGTERM or SIGINT."""
 
@@ -49,7 +61,9 @@ def up() -> None:
     """
     from taskbox.appliance import start_appliance
 
-    start_appliance(_setup())
+    settings = _setup()
+    _prepare(settings, "cli")
+    start_appliance(settings)
 
 
 @app.command()
@@ -60,6 +74,7 @@ def api() -> None:
     from taskbox.api.app import create_app
 
     settings = _setup()
+    _prepare(settings, "api")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -77,6 +92,7 @@ def scheduler() -> None:
     from taskbox.services import open_services
 
     settings = _setup()
+    _prepare(settings, "scheduler")
     services = open_services(settings, "scheduler")
     loop = Scheduler(settings, services.store, services.queue)
     _on_stop(loop.stop)
@@ -96,6 +112,7 @@ def worker(
     from taskbox.worker import Worker
 
     settings = _setup()
+    _prepare(settings, "worker")
     services = open_services(settings, "worker")
     loop = Worker(settings, services.store, services.queue, services.registry)
     _on_stop(lambda: loop.stop(settings.shutdown_grace_seconds))
@@ -106,13 +123,19 @@ def worker(
 @app.command()
 def migrate() -> None:
     """Bring the store's schema up to date (every component also does this at start)."""
+    from taskbox.errors import StoreTooNew
     from taskbox.migrate import migrate as apply
     from taskbox.store import open_store
 
     settings = _setup()
     store = open_store(settings.store_url)
-    head = apply(store.engine)
-    store.close()
+    try:
+        head = apply(store.engine)
+    except StoreTooNew as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from err
+    finally:
+        store.close()
     typer.echo(f"store is at schema {head}")
 
 

@@ -183,14 +183,14 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     worked = self.step()
+                    if not worked and not burst:
+                        self.queue.wait_for_work(IDLE_WAIT_S)
                     outage.over()
                 except (redis.RedisError, SQLAlchemyError) as err:
                     self.stopping.wait(outage.hit(err))
                     continue
-                if not worked:
-                    if burst:
-                        break
-                    self.queue.wait_for_work(IDLE_WAIT_S)
+                if not worked and burst:
+                    break
         finally:
             self.stopping.set()
             self._beat_stop.set()
@@ -336,19 +336,17 @@ class Worker:
     def _beat_loop(self) -> None:
         renew_every_s = self.settings.lease_seconds / 3
         last_renewal = time.monotonic()
+        # The main loop logs the outage too; this one only says its own part, once.
+        outage = Outage(log, f"worker {self.id} lease thread", {"worker": self.id})
         while not self._beat_stop.wait(HEARTBEAT_INTERVAL_S):
             try:
                 if time.monotonic() - last_renewal >= renew_every_s:
                     self._renew()
                     last_renewal = time.monotonic()
                 self._beat()
+                outage.over()
             except (redis.RedisError, SQLAlchemyError) as err:
-                log.warning(
-                    "worker %s could not renew its lease or heartbeat: %s",
-                    self.id,
-                    err,
-                    extra={"event": "heartbeat_failed", "worker": self.id},
-                )
+                outage.hit(err)
 
     def _renew(self) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 POOL_SIZES = {"api": 10, "scheduler": 3, "worker": 3, "cli": 2}
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 5
 
 
 def is_sqlite(url: str) -> bool:
@@ -39,6 +40,9 @@ def create_store_engine(
         # Error messages then leave out statement parameters: payloads and results
         # would otherwise reach the logs whenever a statement fails.
         hide_parameters=True,
+        # A store on another host that stops answering must fail a connect
+        # quickly, so the loop backs off and /readyz says 503, instead of hanging.
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
     )
 
 

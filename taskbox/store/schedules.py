@@ -118,7 +118,8 @@ class ScheduleStore:
         """Make a task for each due schedule and move its next fire time on.
 
         The next fire time is compare-and-set on the old one, so two schedulers
-        running at once fire each due time exactly once.
+        running at once fire each due time exactly once; on PostgreSQL the due rows
+        are also locked with SKIP LOCKED, so the schedulers split them.
         """
         fired: list[Fired] = []
         with write(self.engine) as conn:
@@ -127,6 +128,9 @@ class ScheduleStore:
                 .where(schedules.c.enabled.is_(True), schedules.c.next_run_at <= now)
                 .order_by(schedules.c.next_run_at)
                 .limit(limit)
+                # PostgreSQL: a second scheduler skips the rows this one is firing
+                # instead of queueing behind them; SQLite ignores it.
+                .with_for_update(skip_locked=True)
             ).all()
             for schedule in due:
                 following = next_fire(

@@ -574,6 +574,9 @@ class TaskStore:
                     select(tasks.c.id)
                     .where(tasks.c.status.in_(FINISHED), tasks.c.finished_at < before)
                     .limit(batch)
+                    # PostgreSQL: a second scheduler purges other rows instead of
+                    # waiting on these; SQLite ignores it (one writer at a time).
+                    .with_for_update(skip_locked=True)
                 )
                 .scalars()
                 .all()
