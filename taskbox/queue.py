@@ -45,12 +45,21 @@ return pushed
 """
 
 # Moves ids from the highest-priority ready lists into the worker's in-flight list
-# in one step, so an id is always in exactly one list. When nothing is ready the
-# wake-up tokens are dropped: a worker that then blocks is woken by the next push.
+# in one step, so an id is always in exactly one list. A worker asking for several
+# gets at most half of what is ready, so a short queue is still shared between
+# workers. When nothing is ready the wake-up tokens are dropped: a worker that then
+# blocks is woken by the next push.
 CLAIM = """
 local prefix, wanted = ARGV[1], tonumber(ARGV[2])
 local out = {}
 local levels = redis.call('ZREVRANGE', KEYS[1], 0, -1)
+if wanted > 1 then
+  local ready = 0
+  for _, level in ipairs(levels) do
+    ready = ready + redis.call('LLEN', prefix .. 'ready:' .. level)
+  end
+  wanted = math.max(1, math.min(wanted, math.floor(ready / 2)))
+end
 for _, level in ipairs(levels) do
   local ready = prefix .. 'ready:' .. level
   while #out < wanted do
