@@ -278,12 +278,46 @@ def _timed_threads(
     return count / elapsed
 
 
-def drain(appliance: Appliance, workers: int, expected: int) -> float:
-    """Start the workers on a full queue; tasks per second from first start to last finish."""
+def drain(appliance: Appliance, workers: int, expected: int) -> dict[str, Any]:
+    """Start the workers on a full queue; tasks per second from first start to last
+    finish, and the CPU time each component spent per task (steadier than the rate
+    on a busy machine)."""
     appliance.start_workers(workers)
+    cpu_before, done_before = cpu_seconds(appliance), count_finished(appliance)
     wait_finished(appliance, expected, timeout_s=max(120.0, expected / 200))
+    cpu_after, done_after = cpu_seconds(appliance), count_finished(appliance)
     first, last = _span(appliance, "started_at", "finished_at")
-    return expected / (last - first).total_seconds()
+    tasks_measured = max(1, done_after - done_before)
+    return {
+        "drain_per_s": expected / (last - first).total_seconds(),
+        "drain_cpu_ms_per_task": {
+            name: (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / tasks_measured
+            for name in sorted(cpu_after)
+        },
+    }
+
+
+def cpu_seconds(appliance: Appliance) -> dict[str, float]:
+    """User plus system CPU time of each component, a worker's child included."""
+    out: dict[str, float] = {}
+    for name, pids in appliance.pids().items():
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            kind = name.split("-")[0]
+            out[kind] = out.get(kind, 0.0) + times.user + times.system
+    return out
+
+
+def count_finished(appliance: Appliance) -> int:
+    assert appliance.store is not None
+    with appliance.store.engine.connect() as conn:
+        done: int = conn.execute(
+            select(func.count()).where(tasks.c.status.in_(FINAL))
+        ).scalar_one()
+    return done
 
 
 def pickup(appliance: Appliance, count: int) -> list[float]:
@@ -318,13 +352,9 @@ def delayed(appliance: Appliance, count: int, span_s: float) -> list[float]:
 
 
 def wait_finished(appliance: Appliance, expected: int, timeout_s: float) -> None:
-    assert appliance.store is not None
     deadline = time.monotonic() + timeout_s
     while True:
-        with appliance.store.engine.connect() as conn:
-            done = conn.execute(
-                select(func.count()).where(tasks.c.status.in_(FINAL))
-            ).scalar_one()
+        done = count_finished(appliance)
         if done >= expected:
             return
         if time.monotonic() > deadline:
@@ -390,15 +420,23 @@ def one_run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     with running(args.database_url, args.log_level) as appliance:
         with RssSampler(appliance) as rss:
             rss.sample()
+            api_cpu_s = cpu_seconds(appliance)["api"]
             figures["submit_per_s"] = submit_one_by_one(
                 appliance.url, sizes.submit, sizes.clients
+            )
+            api_cpu_s, spent_s = cpu_seconds(appliance)["api"], api_cpu_s
+            figures["submit_api_cpu_ms_per_task"] = (
+                (api_cpu_s - spent_s) * 1000 / sizes.submit
             )
             figures["batch_submit_per_s"] = submit_batches(
                 appliance.url, sizes.batch, min(2, sizes.clients)
             )
+            figures["batch_api_cpu_ms_per_task"] = (
+                (cpu_seconds(appliance)["api"] - api_cpu_s) * 1000 / sizes.batch
+            )
             queued = sizes.submit + sizes.batch
             figures["drain_tasks"] = queued
-            figures["drain_per_s"] = drain(appliance, args.workers, queued)
+            figures.update(drain(appliance, args.workers, queued))
 
             pickups = pickup(appliance, sizes.pickup)
             figures["pickup_p50_ms"] = percentile(pickups, 50)
@@ -437,6 +475,8 @@ def _spread(values: list[float]) -> dict[str, float]:
 ROWS = [
     ("submit_per_s", "HTTP submit, 1 task/request", "tasks/s", 0),
     ("batch_submit_per_s", "HTTP submit, batches of 1000", "tasks/s", 0),
+    ("submit_api_cpu_ms_per_task", "API CPU per task, 1 task/request", "ms", 3),
+    ("batch_api_cpu_ms_per_task", "API CPU per task, batches", "ms", 3),
     ("drain_per_s", "drain queued no-op tasks", "tasks/s", 0),
     ("pickup_p50_ms", "pickup latency p50", "ms", 2),
     ("pickup_p99_ms", "pickup latency p99", "ms", 2),
@@ -457,6 +497,11 @@ def table(summary: dict[str, Any], runs: int) -> str:
         lines.append(
             f"| {label} | {s['median']:,.{digits}f} | "
             f"{s['min']:,.{digits}f} to {s['max']:,.{digits}f} | {unit} |"
+        )
+    for name, s in summary["drain_cpu_ms_per_task"].items():
+        lines.append(
+            f"| drain CPU per task, {name} | {s['median']:.3f} | "
+            f"{s['min']:.3f} to {s['max']:.3f} | ms |"
         )
     for name, s in summary["peak_rss_mb"].items():
         lines.append(

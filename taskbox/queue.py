@@ -188,23 +188,18 @@ class Queue:
         delayed: Sequence[tuple[str, float]] = (),
     ) -> None:
         """Put ids on the ready queues (with priority) and the delayed queue (with run_at)."""
-        pipe = self.client.pipeline(transaction=False)
+        # Each script is called on its own (EVALSHA): in a pipeline, redis-py would
+        # first ask Redis whether the scripts exist, one more round trip each time.
         if ready:
             args: list[Any] = [self.prefix]
             for task_id, priority in ready:
                 args += [task_id, priority]
-            self._enqueue_ready(
-                keys=[self.levels_key, self.signal_key], args=args, client=pipe
-            )
+            self._enqueue_ready(keys=[self.levels_key, self.signal_key], args=args)
         if delayed:
             args = []
             for task_id, run_at_s in delayed:
                 args += [task_id, to_ms(run_at_s)]
-            self._add_delayed(
-                keys=[self.delayed_key, self.wakeup_key], args=args, client=pipe
-            )
-        if ready or delayed:
-            pipe.execute()
+            self._add_delayed(keys=[self.delayed_key, self.wakeup_key], args=args)
 
     def remove(self, task_id: str, priority: int) -> None:
         """Take an id off the delayed and ready queues (a cancelled task)."""
