@@ -20,6 +20,7 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -136,7 +137,7 @@ class Appliance:
     def pids(self) -> dict[str, list[int]]:
         """Each component's process ids, a worker's child process included."""
         out: dict[str, list[int]] = {}
-        for name, process in self.processes.items():
+        for name, process in list(self.processes.items()):
             pids = [process.pid]
             try:
                 pids += [c.pid for c in psutil.Process(process.pid).children(True)]
@@ -665,6 +666,8 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the appliance of the run is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     info = machine(args.database_url)
     if args.database_url and not args.database_url.startswith("sqlite"):
         info["server"] = _server_version(args.database_url)

@@ -469,25 +469,38 @@ class TaskStore:
     ) -> list[Finished | None]:
         """Record how several attempts ended, in one transaction (group commit).
 
-        Each task's row is its own compare-and-set on status and attempt number; an
-        attempt whose task was taken back in the meantime gets None and changes
-        nothing.
+        Only a task still RUNNING the attempt that ended is changed (compare-and-set
+        on status and attempt number); an attempt whose task was taken back in the
+        meantime gets None and changes nothing.
         """
-        out: list[Finished | None] = []
         with write(self.engine) as conn:
+            running = self._lock_running(conn, [e.task_id for e in endings])
+            out: list[Finished | None] = []
+            succeeded: list[dict[str, Any]] = []
             for ending in endings:
-                out.append(self._finish_task(conn, ending, now))
+                row = running.get(ending.task_id)
+                if row is None or row.attempts != ending.attempt:
+                    out.append(None)
+                elif ending.outcome.status == AttemptStatus.SUCCESS:
+                    succeeded.append(_success_params(ending, now))
+                    out.append(
+                        Finished(
+                            ending.task_id,
+                            Status.SUCCESS,
+                            row.run_at,
+                            row.priority,
+                            ending.attempt,
+                        )
+                    )
+                else:
+                    out.append(self._finish_failed(conn, ending, now))
+
+            # Successes, the common case, are one statement built once and run
+            # with many rows.
+            if succeeded:
+                conn.execute(FINISH_SUCCESS, succeeded)
             closed = [
-                {
-                    "b_task_id": ending.task_id,
-                    "b_number": ending.attempt,
-                    "b_status": ending.outcome.status.value,
-                    "b_now": now,
-                    "b_error": _trim(ending.outcome.error, ERROR_LIMIT_CHARS),
-                    "b_traceback": _trim(
-                        ending.outcome.traceback, TRACEBACK_LIMIT_CHARS
-                    ),
-                }
+                _attempt_params(ending, now)
                 for ending, finished in zip(endings, out, strict=True)
                 if finished is not None
             ]
@@ -495,32 +508,29 @@ class TaskStore:
                 conn.execute(FINISH_ATTEMPT, closed)
         return out
 
-    def _finish_task(
+    def _lock_running(self, conn: Connection, task_ids: list[str]) -> dict[str, Any]:
+        """The RUNNING rows among task_ids, locked until the transaction ends."""
+        rows = conn.execute(
+            select(tasks.c.id, tasks.c.attempts, tasks.c.run_at, tasks.c.priority)
+            .where(tasks.c.id.in_(task_ids), tasks.c.status == Status.RUNNING)
+            .with_for_update()
+        )
+        return {row.id: row for row in rows}
+
+    def _finish_failed(
         self, conn: Connection, ending: Ending, now: datetime
     ) -> Finished | None:
-        if ending.outcome.status == AttemptStatus.SUCCESS:
-            # The common case runs a statement built once, not one built per call.
-            statement = FINISH_SUCCESS
-            params = {
-                "b_id": ending.task_id,
-                "b_attempt": ending.attempt,
-                "b_result": ending.outcome.result,
-                "b_now": now,
-            }
-        else:
-            values = _outcome_values(ending.outcome, now, ending.retry_at)
-            statement = (
-                update(tasks)
-                .where(
-                    tasks.c.id == ending.task_id,
-                    tasks.c.status == Status.RUNNING,
-                    tasks.c.attempts == ending.attempt,
-                )
-                .values(updated_at=now, lease_expires_at=None, **values)
-                .returning(tasks.c.status, tasks.c.run_at, tasks.c.priority)
+        values = _outcome_values(ending.outcome, now, ending.retry_at)
+        row = conn.execute(
+            update(tasks)
+            .where(
+                tasks.c.id == ending.task_id,
+                tasks.c.status == Status.RUNNING,
+                tasks.c.attempts == ending.attempt,
             )
-            params = {}
-        row = conn.execute(statement, params).first()
+            .values(updated_at=now, lease_expires_at=None, **values)
+            .returning(tasks.c.status, tasks.c.run_at, tasks.c.priority)
+        ).first()
         if row is None:
             return None
         return Finished(
@@ -656,7 +666,6 @@ FINISH_SUCCESS = (
         updated_at=bindparam("b_now", type_=UTCDateTime()),
         lease_expires_at=None,
     )
-    .returning(tasks.c.status, tasks.c.run_at, tasks.c.priority)
 )
 FINISH_ATTEMPT = (
     update(attempts)
@@ -671,6 +680,26 @@ FINISH_ATTEMPT = (
         traceback=bindparam("b_traceback"),
     )
 )
+
+
+def _success_params(ending: Ending, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": ending.task_id,
+        "b_attempt": ending.attempt,
+        "b_result": ending.outcome.result,
+        "b_now": now,
+    }
+
+
+def _attempt_params(ending: Ending, now: datetime) -> dict[str, Any]:
+    return {
+        "b_task_id": ending.task_id,
+        "b_number": ending.attempt,
+        "b_status": ending.outcome.status.value,
+        "b_now": now,
+        "b_error": _trim(ending.outcome.error, ERROR_LIMIT_CHARS),
+        "b_traceback": _trim(ending.outcome.traceback, TRACEBACK_LIMIT_CHARS),
+    }
 
 
 def new_task_row(new: NewTask, now: datetime) -> dict[str, Any]:
