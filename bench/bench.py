@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from typing import Any
 import httpx
 import psutil
 import redis
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from taskbox.models import Task
 from taskbox.store import Store, open_store
@@ -172,13 +173,33 @@ def running(
     database_url: str | None, log_level: str, workers: int = 0
 ) -> Iterator[Appliance]:
     root = Path(tempfile.mkdtemp(prefix="taskbox-bench-"))
-    appliance = Appliance(root, database_url, log_level)
+    with fresh_database(database_url) as url:
+        appliance = Appliance(root, url, log_level)
+        try:
+            appliance.start(workers)
+            yield appliance
+        finally:
+            appliance.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(database_url: str | None) -> Iterator[str | None]:
+    """For a server URL, an empty database of the run's own on that server."""
+    if database_url is None or database_url.startswith("sqlite"):
+        yield database_url
+        return
+    url = make_url(database_url)
+    name = f"taskbox_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        appliance.start(workers)
-        yield appliance
+        yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        appliance.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 class RssSampler:
@@ -640,7 +661,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("TASKBOX_DATABASE_URL"),
-        help="store to use (default: a SQLite file in the temp dir)",
+        help="store to use (default: a SQLite file in the temp dir); on a "
+        "PostgreSQL server each run makes and drops a database of its own",
     )
     parser.add_argument(
         "--memory",
