@@ -146,9 +146,10 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-def to_ms(epoch_s: float) -> int:
-    """Milliseconds, rounded up, so a task's score is never before its run_at."""
-    return math.ceil(epoch_s * 1000)
+def to_ms(epoch_s: float) -> float:
+    """Milliseconds to the microsecond, rounded up, so a task's score is never before
+    its run_at; whole milliseconds would make a due task up to 1 ms late."""
+    return math.ceil(epoch_s * 1_000_000) / 1000
 
 
 class Queue:
@@ -285,7 +286,8 @@ class Queue:
     def take_due(self, now_s: float, limit: int = 1000) -> list[str]:
         """Take ids whose run_at has come off the delayed queue."""
         ids: list[str] = self._take_due(
-            keys=[self.delayed_key], args=[math.floor(now_s * 1000), limit]
+            keys=[self.delayed_key],
+            args=[math.floor(now_s * 1_000_000) / 1000, limit],
         )
         return ids
 
