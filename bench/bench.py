@@ -185,9 +185,10 @@ def running(
 
 @contextmanager
 def fresh_database(database_url: str | None) -> Iterator[str | None]:
-    """For a server URL, an empty database of the run's own on that server."""
+    """For a server URL, an empty database of the run's own on that server; for
+    SQLite (or none), None: a new file in the run's temp dir, never the user's."""
     if database_url is None or database_url.startswith("sqlite"):
-        yield database_url
+        yield None
         return
     url = make_url(database_url)
     name = f"taskbox_bench_{uuid.uuid4().hex[:8]}"
