@@ -135,16 +135,19 @@ class Appliance:
 
         _wait_until(live, f"{count} workers did not start", self)
 
-    def pids(self) -> dict[str, list[int]]:
-        """Each component's process ids, a worker's child process included."""
-        out: dict[str, list[int]] = {}
+    def pids(self) -> dict[str, int]:
+        """Process ids by name: each component, and a worker's children (the process
+        that runs tasks, and the resource tracker multiprocessing starts)."""
+        out: dict[str, int] = {}
         for name, process in list(self.processes.items()):
-            pids = [process.pid]
+            out[name] = process.pid
             try:
-                pids += [c.pid for c in psutil.Process(process.pid).children(True)]
+                children = psutil.Process(process.pid).children(True)
+                for child in children:
+                    kind = "tracker" if _is_tracker(child) else "runner"
+                    out[f"{name}/{kind}"] = child.pid
             except psutil.NoSuchProcess:
                 pass
-            out[name] = pids
         return out
 
     def stop(self) -> None:
@@ -223,20 +226,25 @@ class RssSampler:
         self._thread.join()
 
     def sample(self) -> None:
-        for name, pids in self.appliance.pids().items():
-            for i, pid in enumerate(pids):
-                label = name if i == 0 else f"{name}/child"
-                try:
-                    rss = psutil.Process(pid).memory_info().rss
-                except psutil.NoSuchProcess:
-                    continue
-                self.first.setdefault(label, rss)
-                self.last[label] = rss
-                self.peak[label] = max(self.peak.get(label, 0), rss)
+        for label, pid in self.appliance.pids().items():
+            try:
+                rss = psutil.Process(pid).memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+            self.first.setdefault(label, rss)
+            self.last[label] = rss
+            self.peak[label] = max(self.peak.get(label, 0), rss)
 
     def _loop(self) -> None:
         while not self._stop.wait(RSS_SAMPLE_INTERVAL_S):
             self.sample()
+
+
+def _is_tracker(process: psutil.Process) -> bool:
+    try:
+        return any("resource_tracker" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 # -- the measurements ------------------------------------------------------------------
@@ -323,14 +331,13 @@ def drain(appliance: Appliance, workers: int, expected: int) -> dict[str, Any]:
 def cpu_seconds(appliance: Appliance) -> dict[str, float]:
     """User plus system CPU time of each component, a worker's child included."""
     out: dict[str, float] = {}
-    for name, pids in appliance.pids().items():
-        for pid in pids:
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            kind = name.split("-")[0]
-            out[kind] = out.get(kind, 0.0) + times.user + times.system
+    for name, pid in appliance.pids().items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        kind = name.split("-")[0]
+        out[kind] = out.get(kind, 0.0) + times.user + times.system
     return out
 
 
