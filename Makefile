@@ -21,6 +21,10 @@ up: install
 test: install
 	$(BIN)/pytest
 
+# The benchmark (see "Performance" in README.md); BENCH_ARGS=--quick for a 1-minute run.
+bench: install
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

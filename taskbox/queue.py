@@ -49,12 +49,21 @@ return pushed
 """
 
 # Moves ids from the highest-priority ready lists into the worker's in-flight list
-# in one step, so an id is always in exactly one list. When nothing is ready the
-# wake-up tokens are dropped: a worker that then blocks is woken by the next push.
+# in one step, so an id is always in exactly one list. A worker asking for several
+# gets at most half of what is ready, so a short queue is still shared between
+# workers. When nothing is ready the wake-up tokens are dropped: a worker that then
+# blocks is woken by the next push.
 CLAIM = """
 local prefix, wanted = ARGV[1], tonumber(ARGV[2])
 local out = {}
 local levels = redis.call('ZREVRANGE', KEYS[1], 0, -1)
+if wanted > 1 then
+  local ready = 0
+  for _, level in ipairs(levels) do
+    ready = ready + redis.call('LLEN', prefix .. 'ready:' .. level)
+  end
+  wanted = math.max(1, math.min(wanted, math.floor(ready / 2)))
+end
 for _, level in ipairs(levels) do
   local ready = prefix .. 'ready:' .. level
   while #out < wanted do
@@ -141,9 +150,10 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-def to_ms(epoch_s: float) -> int:
-    """Milliseconds, rounded up, so a task's score is never before its run_at."""
-    return math.ceil(epoch_s * 1000)
+def to_ms(epoch_s: float) -> float:
+    """Milliseconds to the microsecond, rounded up, so a task's score is never before
+    its run_at; whole milliseconds would make a due task up to 1 ms late."""
+    return math.ceil(epoch_s * 1_000_000) / 1000
 
 
 class Queue:
@@ -185,27 +195,44 @@ class Queue:
     ) -> None:
         """Put ids on the ready queues (with priority) and the delayed queue (with run_at).
 
-        A tally's metric increments go in the same round trip.
+        The scripts and a tally's metric increments go in one round trip.
         """
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Any, list[str], list[Any]]] = []
         if ready:
             args: list[Any] = [self.prefix]
             for task_id, priority in ready:
                 args += [task_id, priority]
-            self._enqueue_ready(
-                keys=[self.levels_key, self.signal_key], args=args, client=pipe
+            calls.append(
+                (self._enqueue_ready, [self.levels_key, self.signal_key], args)
             )
         if delayed:
             args = []
             for task_id, run_at_s in delayed:
                 args += [task_id, to_ms(run_at_s)]
-            self._add_delayed(
-                keys=[self.delayed_key, self.wakeup_key], args=args, client=pipe
-            )
+            calls.append((self._add_delayed, [self.delayed_key, self.wakeup_key], args))
+        self._run_scripts(calls, tally)
+
+    def _run_scripts(
+        self, calls: list[tuple[Any, list[str], list[Any]]], tally: Tally | None
+    ) -> None:
+        """Run scripts by their hash in one pipeline, loading them if Redis lost them.
+
+        redis-py's own pipelined script call would first ask Redis whether each
+        script exists: one more round trip every time.
+        """
+        if not calls and not tally:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
         if tally:
             tally.add_to(pipe, self.prefix)
-        if len(pipe):
+        try:
             pipe.execute()
+        except redis.exceptions.NoScriptError:
+            # A restarted or flushed Redis forgot the scripts; the tally went through.
+            for script, keys, args in calls:
+                script(keys=keys, args=args)
 
     def remove(self, task_id: str, priority: int, tally: Tally | None = None) -> None:
         """Take an id off the delayed and ready queues (a cancelled task)."""
@@ -304,7 +331,8 @@ class Queue:
     def take_due(self, now_s: float, limit: int = 1000) -> list[str]:
         """Take ids whose run_at has come off the delayed queue."""
         ids: list[str] = self._take_due(
-            keys=[self.delayed_key], args=[math.floor(now_s * 1000), limit]
+            keys=[self.delayed_key],
+            args=[math.floor(now_s * 1_000_000) / 1000, limit],
         )
         return ids
 

@@ -1,5 +1,6 @@
 """Task definitions: the `@task` decorator, the registry, and the payload check."""
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
@@ -35,7 +36,7 @@ class TaskDef:
 
     def check_payload(self, payload: dict[str, Any]) -> None:
         """Raise PayloadMismatch unless the payload fits the function's signature."""
-        signature = inspect.signature(self.fn)
+        signature = _signature(self.fn)
         try:
             signature.bind(**payload)
         except TypeError as err:
@@ -57,10 +58,18 @@ class TaskDef:
             ) from err
 
 
+# Built once per function: making a signature or a pydantic model costs far more
+# than checking a payload against it, and every submission checks one.
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+@functools.cache
 def _payload_model(fn: Callable[..., Any]) -> Any:
     """A pydantic model of the function's typed keyword arguments."""
     fields: dict[str, Any] = {}
-    for param in inspect.signature(fn).parameters.values():
+    for param in _signature(fn).parameters.values():
         if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
         annotation = Any if param.annotation is param.empty else param.annotation
@@ -78,9 +87,7 @@ def _payload_model(fn: Callable[..., Any]) -> Any:
 
 
 def _takes_var_keyword(fn: Callable[..., Any]) -> bool:
-    return any(
-        p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()
-    )
+    return any(p.kind is p.VAR_KEYWORD for p in _signature(fn).parameters.values())
 
 
 class Registry:

@@ -18,7 +18,6 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from taskbox.errors import LeaseLost
 from taskbox.metrics import Tally
 from taskbox.models import AttemptStatus, Status, Task, utcnow
 from taskbox.outage import Outage
@@ -27,13 +26,20 @@ from taskbox.registry import Registry, TaskDef
 from taskbox.runner import Reply, run_child
 from taskbox.settings import Settings
 from taskbox.store import Store
-from taskbox.store.tasks import Outcome
+from taskbox.store.tasks import Ending, Outcome
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 2.0
 IDLE_WAIT_S = 1.0
 CHILD_START_TIMEOUT_S = 60.0
+# A worker claims as many ready tasks as it expects to run in BATCH_BUDGET_S, so a
+# deep queue of short tasks costs one claim, one start and one outcome transaction
+# per batch, while a slow task is claimed alone and holds no others back.
+BATCH_BUDGET_S = 0.05
+MAX_BATCH = 32
+MIN_ATTEMPT_S = 0.0001
+EWMA_WEIGHT = 0.2
 
 
 def retry_delay_s(definition: TaskDef | None, attempt: int) -> float:
@@ -135,6 +141,17 @@ class Runner:
 
 
 @dataclass
+class Ended:
+    """An attempt that is over; no outcome means it was abandoned and is handed back."""
+
+    task: Task
+    definition: TaskDef | None = None
+    outcome: Outcome | None = None
+    lease_lost: bool = False
+    wait_s: float = 0.0
+
+
+@dataclass
 class Current:
     """The attempt a worker is running, as its lease thread sees it."""
 
@@ -167,6 +184,11 @@ class Worker:
         self._beat_stop = threading.Event()
         self.stop_deadline: float | None = None
         self._unstarted: list[str] = []
+        # Started tasks whose outcome is not yet recorded (id -> attempt), and those
+        # of them whose lease the scheduler took back.
+        self._held: dict[str, int] = {}
+        self._lost: set[str] = set()
+        self._attempt_s = BATCH_BUDGET_S  # moving average of attempt run time
         self._lock = threading.Lock()
         self.runner: Runner | None = None
 
@@ -211,8 +233,11 @@ class Worker:
     # -- one step -----------------------------------------------------------------
 
     def step(self) -> bool:
-        """Claim one ready task and run it; False when none was ready."""
-        ids = self._unstarted or self.queue.claim(self.id)
+        """Claim ready tasks, start them in one transaction and run them one by one.
+
+        False when none was ready.
+        """
+        ids = self._unstarted or self.queue.claim(self.id, self._batch_size())
         if not ids:
             return False
         self._unstarted = ids
@@ -222,9 +247,13 @@ class Worker:
         self._unstarted = []
         self._drop_stale(ids, started)
 
-        for task in started:
-            self.run_attempt(task)
+        self.run_attempts(started)
         return True
+
+    def _batch_size(self) -> int:
+        """As many tasks as recent attempts suggest run in BATCH_BUDGET_S, at least one."""
+        expected = BATCH_BUDGET_S / max(self._attempt_s, MIN_ATTEMPT_S)
+        return max(1, min(MAX_BATCH, int(expected)))
 
     def _drop_stale(self, ids: list[str], started: list[Task]) -> None:
         stale = set(ids) - {task.id for task in started}
@@ -243,14 +272,47 @@ class Worker:
 
     def run_attempt(self, task: Task) -> None:
         """Run one attempt of a RUNNING task and record how it ended."""
+        self.run_attempts([task])
+
+    def run_attempts(self, started: list[Task]) -> None:
+        """Run RUNNING tasks one after another and record how each ended.
+
+        Outcomes are committed together once the batch is done or has run for
+        BATCH_BUDGET_S (group commit), and each before its id is acknowledged.
+        """
+        with self._lock:
+            self._held.update({task.id: task.attempts for task in started})
+        try:
+            ended: list[Ended] = []
+            flush_at = time.monotonic() + BATCH_BUDGET_S
+            for n, task in enumerate(started):
+                if n > 0 and self.stopping.is_set():
+                    ended += [Ended(rest) for rest in started[n:]]
+                    break
+                ended.append(self._attempt(task))
+                if time.monotonic() >= flush_at:
+                    self._record(ended)
+                    ended = []
+                    flush_at = time.monotonic() + BATCH_BUDGET_S
+            self._record(ended)
+        finally:
+            # Whatever was not recorded (the store went away) keeps its lease only
+            # until it runs out; then the scheduler takes the task back.
+            with self._lock:
+                for task in started:
+                    self._held.pop(task.id, None)
+                    self._lost.discard(task.id)
+
+    def _attempt(self, task: Task) -> Ended:
         definition = self.registry.find(task.name)
+        if task.id in self._lost:
+            return Ended(task, definition, lease_lost=True)
+
         timeout_s = task.timeout_s or (definition.timeout_s if definition else 300.0)
         context = _context(task, self.id)
-        wait_s = (
-            (task.started_at - task.run_at).total_seconds() if task.started_at else 0.0
-        )
-        tally = Tally()
-        tally.started_late(task.name, wait_s)
+        # Measured now, not from started_at: a task later in a batch starts after
+        # the ones before it, though the batch was started in one transaction.
+        wait_s = (self.clock() - task.run_at).total_seconds()
         log.info(
             "attempt %d of task %s (%s) started",
             task.attempts,
@@ -265,11 +327,10 @@ class Worker:
         with self._lock:
             current, self.current = self.current, None
 
-        if outcome is None:
-            self._hand_back(task, lease_lost=current.lease_lost if current else False)
-        else:
-            self._record(task, definition, outcome, tally)
-        self.queue.ack(self.id, [task.id], tally)
+        if outcome is not None:
+            self._attempt_s += (outcome.duration_s - self._attempt_s) * EWMA_WEIGHT
+        lease_lost = current.lease_lost if current else False
+        return Ended(task, definition, outcome, lease_lost, wait_s)
 
     def _execute(self, task: Task, timeout_s: float) -> Outcome | None:
         if self.runner is None:
@@ -284,34 +345,48 @@ class Worker:
 
         return self.runner.run(task.name, task.payload, timeout_s, should_abandon)
 
-    def _record(
-        self, task: Task, definition: TaskDef | None, outcome: Outcome, tally: Tally
-    ) -> None:
-        now = self.clock()
-        tally.attempt_took(task.name, outcome.duration_s)
-        retry_at = None
-        if outcome.status != AttemptStatus.SUCCESS:
-            retry_at = now + timedelta(seconds=retry_delay_s(definition, task.attempts))
-        try:
-            finished = self.store.tasks.finish_attempt(
-                task.id, task.attempts, outcome, now, retry_at
-            )
-        except LeaseLost:
-            log.warning(
-                "attempt %d of task %s ended after its lease was taken back; outcome dropped",
-                task.attempts,
-                task.id,
-                extra={**_context(task, self.id), "event": "lease_lost"},
-            )
+    def _record(self, ended: list[Ended]) -> None:
+        """Commit the outcomes in one transaction, then act on them and ack the ids."""
+        if not ended:
             return
+        now = self.clock()
+        recorded = [e for e in ended if e.outcome is not None]
+        endings = [
+            Ending(e.task.id, e.task.attempts, e.outcome, self._retry_at(e, now))
+            for e in recorded
+            if e.outcome is not None
+        ]
+        finished = self.store.tasks.finish_attempts(endings, now)
+        for e in ended:
+            if e.outcome is None:
+                self._hand_back(e.task, e.lease_lost)
 
-        self.tasks_done += 1
-        if finished.status == Status.SCHEDULED:
-            tally.retried(task.name)
-            self.queue.enqueue(delayed=[(task.id, finished.run_at.timestamp())])
-        else:
-            tally.finished(task.name, finished.status)
-        _log_outcome(task, outcome, finished.status, finished.run_at, now, self.id)
+        tally = Tally()
+        retries: list[tuple[str, float]] = []
+        for e, f in zip(recorded, finished, strict=True):
+            if f is None:
+                log.warning(
+                    "attempt %d of task %s ended after its lease was taken back; outcome dropped",
+                    e.task.attempts,
+                    e.task.id,
+                    extra={**_context(e.task, self.id), "event": "lease_lost"},
+                )
+                continue
+            self.tasks_done += 1
+            _tally_outcome(tally, e, f.status)
+            if f.status == Status.SCHEDULED:
+                retries.append((f.task_id, f.run_at.timestamp()))
+            if e.outcome is not None:
+                _log_outcome(e.task, e.outcome, f.status, f.run_at, now, self.id)
+        if retries:
+            self.queue.enqueue(delayed=retries)
+        self.queue.ack(self.id, [e.task.id for e in ended], tally)
+
+    def _retry_at(self, ended: Ended, now: datetime) -> datetime | None:
+        if ended.outcome is None or ended.outcome.status == AttemptStatus.SUCCESS:
+            return None
+        delay_s = retry_delay_s(ended.definition, ended.task.attempts)
+        return now + timedelta(seconds=delay_s)
 
     def _hand_back(self, task: Task, lease_lost: bool) -> None:
         if lease_lost:
@@ -349,17 +424,19 @@ class Worker:
                 outage.hit(err)
 
     def _renew(self) -> None:
+        """Extend the lease of every started task whose outcome is not yet recorded."""
         with self._lock:
+            held = dict(self._held)
             current = self.current
-        if current is None:
+        if not held:
             return
-        held = self.store.tasks.renew_leases(
-            [(current.task_id, current.attempt)],
-            self.id,
-            self.clock(),
-            self.settings.lease_seconds,
+        kept = self.store.tasks.renew_leases(
+            list(held.items()), self.id, self.clock(), self.settings.lease_seconds
         )
-        if current.task_id not in held:
+        lost = set(held) - kept
+        with self._lock:
+            self._lost |= {task_id for task_id in lost if task_id in self._held}
+        if current is not None and current.task_id in lost:
             current.lease_lost = True
 
     def _announce(self) -> None:
@@ -402,6 +479,18 @@ class Worker:
                 self.queue.drop_inflight(self.id)
         except redis.RedisError:
             pass  # the scheduler drops the heartbeat and in-flight list once they go stale
+
+
+def _tally_outcome(tally: Tally, ended: Ended, status: Status) -> None:
+    """Count a recorded attempt for the metrics."""
+    name = ended.task.name
+    tally.started_late(name, ended.wait_s)
+    if ended.outcome is not None:
+        tally.attempt_took(name, ended.outcome.duration_s)
+    if status == Status.SCHEDULED:
+        tally.retried(name)
+    else:
+        tally.finished(name, status)
 
 
 def _context(task: Task, worker: str) -> dict[str, Any]:

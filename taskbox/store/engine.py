@@ -1,8 +1,10 @@
 """Connections to the store: SQLite in WAL mode or PostgreSQL, pooled per process kind."""
 
 import logging
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,13 @@ POOL_SIZES = {"api": 10, "scheduler": 3, "worker": 3, "cli": 2}
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5
+
+# One write lock per SQLite engine: threads of one process queue on it and are woken
+# the moment it is free, instead of meeting SQLite's busy handler, which backs off
+# in sleeps of up to 100 ms. Other processes still meet the busy handler.
+_sqlite_write_locks: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def is_sqlite(url: str) -> bool:
@@ -83,13 +92,15 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
         mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
 
+    _sqlite_write_locks[engine] = threading.RLock()
     return engine
 
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """A write transaction; on SQLite it holds the write lock from its first statement."""
-    with engine.connect() as conn:
+    lock = _sqlite_write_locks.get(engine)
+    with lock if lock is not None else nullcontext(), engine.connect() as conn:
         conn = conn.execution_options(write=True)
         with conn.begin():
             yield conn

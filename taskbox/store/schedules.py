@@ -114,6 +114,15 @@ class ScheduleStore:
             ).scalar()
         return next_run_at
 
+    def _any_due(self, now: datetime) -> bool:
+        with read(self.engine) as conn:
+            row = conn.execute(
+                select(schedules.c.name)
+                .where(schedules.c.enabled.is_(True), schedules.c.next_run_at <= now)
+                .limit(1)
+            ).first()
+        return row is not None
+
     def fire_due(self, now: datetime, limit: int = 100) -> list[Fired]:
         """Make a task for each due schedule and move its next fire time on.
 
@@ -122,6 +131,8 @@ class ScheduleStore:
         are also locked with SKIP LOCKED, so the schedulers split them.
         """
         fired: list[Fired] = []
+        if not self._any_due(now):
+            return fired  # the common case takes no write lock
         with write(self.engine) as conn:
             due = conn.execute(
                 select(schedules)

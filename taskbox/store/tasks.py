@@ -12,8 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Engine,
+    bindparam,
     case,
     delete,
     func,
@@ -77,6 +79,16 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     duration_s: float = 0.0
+
+
+@dataclass
+class Ending:
+    """An attempt's outcome on its way to the store; retry_at is set unless it succeeded."""
+
+    task_id: str
+    attempt: int
+    outcome: Outcome
+    retry_at: datetime | None
 
 
 @dataclass
@@ -443,34 +455,88 @@ class TaskStore:
 
         Raises LeaseLost when the task is no longer RUNNING this attempt.
         """
-        values = _outcome_values(outcome, now, retry_at)
-        with write(self.engine) as conn:
-            row = conn.execute(
-                update(tasks)
-                .where(
-                    tasks.c.id == task_id,
-                    tasks.c.status == Status.RUNNING,
-                    tasks.c.attempts == attempt,
-                )
-                .values(updated_at=now, lease_expires_at=None, **values)
-                .returning(tasks.c.status, tasks.c.run_at, tasks.c.priority)
-            ).first()
-            if row is None:
-                raise LeaseLost(
-                    f"task {task_id} is no longer running attempt {attempt}; "
-                    "its outcome was not recorded"
-                )
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.task_id == task_id, attempts.c.number == attempt)
-                .values(
-                    status=outcome.status,
-                    finished_at=now,
-                    error=_trim(outcome.error, ERROR_LIMIT_CHARS),
-                    traceback=_trim(outcome.traceback, TRACEBACK_LIMIT_CHARS),
-                )
+        [finished] = self.finish_attempts(
+            [Ending(task_id, attempt, outcome, retry_at)], now
+        )
+        if finished is None:
+            raise LeaseLost(
+                f"task {task_id} is no longer running attempt {attempt}; "
+                "its outcome was not recorded"
             )
-        return Finished(task_id, Status(row.status), row.run_at, row.priority, attempt)
+        return finished
+
+    def finish_attempts(
+        self, endings: list[Ending], now: datetime
+    ) -> list[Finished | None]:
+        """Record how several attempts ended, in one transaction (group commit).
+
+        Only a task still RUNNING the attempt that ended is changed (compare-and-set
+        on status and attempt number); an attempt whose task was taken back in the
+        meantime gets None and changes nothing.
+        """
+        with write(self.engine) as conn:
+            running = self._lock_running(conn, [e.task_id for e in endings])
+            out: list[Finished | None] = []
+            succeeded: list[dict[str, Any]] = []
+            for ending in endings:
+                row = running.get(ending.task_id)
+                if row is None or row.attempts != ending.attempt:
+                    out.append(None)
+                elif ending.outcome.status == AttemptStatus.SUCCESS:
+                    succeeded.append(_success_params(ending, now))
+                    out.append(
+                        Finished(
+                            ending.task_id,
+                            Status.SUCCESS,
+                            row.run_at,
+                            row.priority,
+                            ending.attempt,
+                        )
+                    )
+                else:
+                    out.append(self._finish_failed(conn, ending, now))
+
+            # Successes, the common case, are one statement built once and run
+            # with many rows.
+            if succeeded:
+                conn.execute(FINISH_SUCCESS, succeeded)
+            closed = [
+                _attempt_params(ending, now)
+                for ending, finished in zip(endings, out, strict=True)
+                if finished is not None
+            ]
+            if closed:
+                conn.execute(FINISH_ATTEMPT, closed)
+        return out
+
+    def _lock_running(self, conn: Connection, task_ids: list[str]) -> dict[str, Any]:
+        """The RUNNING rows among task_ids, locked until the transaction ends."""
+        rows = conn.execute(
+            select(tasks.c.id, tasks.c.attempts, tasks.c.run_at, tasks.c.priority)
+            .where(tasks.c.id.in_(task_ids), tasks.c.status == Status.RUNNING)
+            .with_for_update()
+        )
+        return {row.id: row for row in rows}
+
+    def _finish_failed(
+        self, conn: Connection, ending: Ending, now: datetime
+    ) -> Finished | None:
+        values = _outcome_values(ending.outcome, now, ending.retry_at)
+        row = conn.execute(
+            update(tasks)
+            .where(
+                tasks.c.id == ending.task_id,
+                tasks.c.status == Status.RUNNING,
+                tasks.c.attempts == ending.attempt,
+            )
+            .values(updated_at=now, lease_expires_at=None, **values)
+            .returning(tasks.c.status, tasks.c.run_at, tasks.c.priority)
+        ).first()
+        if row is None:
+            return None
+        return Finished(
+            ending.task_id, Status(row.status), row.run_at, row.priority, ending.attempt
+        )
 
     def hand_back(self, task_id: str, attempt: int, now: datetime) -> bool:
         """Return a RUNNING task to QUEUED when its worker stops; the attempt is LOST.
@@ -588,6 +654,58 @@ class TaskStore:
         return len(ids)
 
 
+# The statements of the worker's hot path, built once.
+FINISH_SUCCESS = (
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("b_id"),
+        tasks.c.status == Status.RUNNING.value,
+        tasks.c.attempts == bindparam("b_attempt"),
+    )
+    .values(
+        status=Status.SUCCESS.value,
+        result=bindparam("b_result", type_=tasks.c.result.type),
+        error=None,
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        updated_at=bindparam("b_now", type_=UTCDateTime()),
+        lease_expires_at=None,
+    )
+)
+FINISH_ATTEMPT = (
+    update(attempts)
+    .where(
+        attempts.c.task_id == bindparam("b_task_id"),
+        attempts.c.number == bindparam("b_number"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        error=bindparam("b_error"),
+        traceback=bindparam("b_traceback"),
+    )
+)
+
+
+def _success_params(ending: Ending, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": ending.task_id,
+        "b_attempt": ending.attempt,
+        "b_result": ending.outcome.result,
+        "b_now": now,
+    }
+
+
+def _attempt_params(ending: Ending, now: datetime) -> dict[str, Any]:
+    return {
+        "b_task_id": ending.task_id,
+        "b_number": ending.attempt,
+        "b_status": ending.outcome.status.value,
+        "b_now": now,
+        "b_error": _trim(ending.outcome.error, ERROR_LIMIT_CHARS),
+        "b_traceback": _trim(ending.outcome.traceback, TRACEBACK_LIMIT_CHARS),
+    }
+
+
 def new_task_row(new: NewTask, now: datetime) -> dict[str, Any]:
     status = Status.QUEUED if new.run_at <= now else Status.SCHEDULED
     return {
@@ -656,6 +774,7 @@ def _trim(text: str | None, limit: int) -> str | None:
 
 
 __all__ = [
+    "Ending",
     "Expired",
     "Finished",
     "NewTask",

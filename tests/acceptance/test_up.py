@@ -60,6 +60,16 @@ class Up:
         except psutil.NoSuchProcess:
             return []
 
+    def kill_leftovers(self) -> None:
+        """Kill whatever a failed test left running; supervisord's programs each have
+        a process group of their own, so killing its group would miss them."""
+        if self.process.poll() is not None:
+            return
+        for child in self.descendants():
+            child.kill()
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(60)
@@ -72,9 +82,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
     running = Up(tmp_path)
     yield running
     running.client.close()
-    if running.process.poll() is None:
-        os.killpg(running.process.pid, signal.SIGKILL)
-        running.process.wait()
+    running.kill_leftovers()
 
 
 def test_up_runs_redis_api_scheduler_and_two_workers(up: Up) -> None:
@@ -112,8 +120,9 @@ def test_taskbox_workers_sets_the_worker_count(tmp_path: Path) -> None:
     running = Up(tmp_path, TASKBOX_WORKERS="3")
     try:
         assert len(running.wait_workers(3)) == 3
-    finally:
         assert running.stop() == 0
+    finally:
+        running.kill_leftovers()
 
 
 def test_up_uses_an_external_redis_when_one_is_configured(
@@ -127,5 +136,6 @@ def test_up_uses_an_external_redis_when_one_is_configured(
         assert not (running.data_dir / "redis.sock").exists()
         names = {p.name() for p in running.descendants()}
         assert not any("redis" in name for name in names)
-    finally:
         assert running.stop() == 0
+    finally:
+        running.kill_leftovers()
