@@ -74,6 +74,7 @@ class Runner:
             self.process.join(5)
         if self.conn is not None:
             self.conn.close()
+        self.process, self.conn = None, None
 
     def restart(self) -> None:
         self.stop()
@@ -87,6 +88,8 @@ class Runner:
         should_abandon: Callable[[], bool],
     ) -> Outcome | None:
         """Run one attempt; None when it was abandoned (shutdown or lease lost)."""
+        if self.process is None or not self.process.is_alive():
+            self.restart()
         if self.conn is None:
             raise RuntimeError("the worker's child process is not running")
         started = time.monotonic()
@@ -103,7 +106,8 @@ class Runner:
                     duration_s=time.monotonic() - started,
                 )
             if should_abandon():
-                self.restart()
+                # A stopping worker needs no new child; the next run() starts one.
+                self.stop()
                 return None
             try:
                 if self.conn.poll(min(remaining, 0.5)):
@@ -186,14 +190,14 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     worked = self.step()
+                    if not worked and not burst:
+                        self.queue.wait_for_work(IDLE_WAIT_S)
                     outage.over()
                 except (redis.RedisError, SQLAlchemyError) as err:
                     self.stopping.wait(outage.hit(err))
                     continue
-                if not worked:
-                    if burst:
-                        break
-                    self.queue.wait_for_work(IDLE_WAIT_S)
+                if not worked and burst:
+                    break
         finally:
             self.stopping.set()
             self._beat_stop.set()
@@ -330,8 +334,11 @@ class Worker:
 
     def _beat_loop(self) -> None:
         renew_every_s = self.settings.lease_seconds / 3
+        # A short lease needs renewing more often than the heartbeat beats, or it
+        # runs out between two beats while its task is still running.
+        wake_every_s = min(HEARTBEAT_INTERVAL_S, renew_every_s)
         last_renewal = time.monotonic()
-        while not self._beat_stop.wait(HEARTBEAT_INTERVAL_S):
+        while not self._beat_stop.wait(wake_every_s):
             try:
                 if time.monotonic() - last_renewal >= renew_every_s:
                     self._renew()

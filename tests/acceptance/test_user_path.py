@@ -21,11 +21,15 @@ def test_echo_task_succeeds_with_its_payload_as_result(appliance: Appliance) -> 
     assert done["status"] == "SUCCESS"
     assert done["result"] == {"msg": "hi"}
     assert done["attempts"] == 1
-    assert parse(done["finished_at"]) >= parse(done["started_at"]) >= parse(done["run_at"])
+    assert (
+        parse(done["finished_at"]) >= parse(done["started_at"]) >= parse(done["run_at"])
+    )
 
 
 def test_trailing_slash_submits_the_same_way(appliance: Appliance) -> None:
-    response = appliance.client.post("/tasks/", json={"name": "add", "payload": {"a": 2, "b": 3}})
+    response = appliance.client.post(
+        "/tasks/", json={"name": "add", "payload": {"a": 2, "b": 3}}
+    )
 
     assert response.status_code == 201
     done = appliance.wait_for(response.json()["id"])
@@ -38,7 +42,9 @@ def test_async_task_runs_and_stores_its_result(appliance: Appliance) -> None:
     assert appliance.wait_for(task["id"])["result"] == {"sum": 42}
 
 
-def test_delayed_task_waits_for_run_at_then_starts_promptly(appliance: Appliance) -> None:
+def test_delayed_task_waits_for_run_at_then_starts_promptly(
+    appliance: Appliance,
+) -> None:
     run_at = datetime.now(UTC) + timedelta(seconds=2)
     task = appliance.submit("echo", {"n": 1}, run_at=run_at.isoformat())
 
@@ -53,7 +59,9 @@ def test_delayed_task_waits_for_run_at_then_starts_promptly(appliance: Appliance
 
 
 def test_naive_run_at_is_read_as_utc(appliance: Appliance) -> None:
-    run_at = (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None, microsecond=0)
+    run_at = (datetime.now(UTC) + timedelta(hours=1)).replace(
+        tzinfo=None, microsecond=0
+    )
     task = appliance.submit("echo", {}, run_at=run_at.isoformat())
 
     assert parse(task["run_at"]) == run_at.replace(tzinfo=UTC)
@@ -73,7 +81,9 @@ def test_failing_task_ends_failed_with_its_error_kept(appliance: Appliance) -> N
 
 
 def test_unknown_task_name_is_422_naming_the_known_ones(appliance: Appliance) -> None:
-    response = appliance.client.post("/tasks", json={"name": "send_emial", "payload": {}})
+    response = appliance.client.post(
+        "/tasks", json={"name": "send_emial", "payload": {}}
+    )
 
     assert response.status_code == 422
     detail = response.json()["detail"]
@@ -84,16 +94,25 @@ def test_unknown_task_name_is_422_naming_the_known_ones(appliance: Appliance) ->
 
 def test_payload_that_does_not_fit_the_signature_is_422(appliance: Appliance) -> None:
     missing = appliance.client.post("/tasks", json={"name": "add", "payload": {"b": 1}})
-    unknown = appliance.client.post("/tasks", json={"name": "add", "payload": {"a": 1, "c": 2}})
-    wrong_type = appliance.client.post("/tasks", json={"name": "add", "payload": {"a": "x"}})
-    not_object = appliance.client.post("/tasks", json={"name": "add", "payload": [1, 2]})
+    unknown = appliance.client.post(
+        "/tasks", json={"name": "add", "payload": {"a": 1, "c": 2}}
+    )
+    wrong_type = appliance.client.post(
+        "/tasks", json={"name": "add", "payload": {"a": "x"}}
+    )
+    not_object = appliance.client.post(
+        "/tasks", json={"name": "add", "payload": [1, 2]}
+    )
 
     assert missing.status_code == 422 and "'a'" in missing.json()["detail"]
     assert unknown.status_code == 422 and "'c'" in unknown.json()["detail"]
     assert wrong_type.status_code == 422 and "a:" in wrong_type.json()["detail"]
     assert not_object.status_code == 422
     before = appliance.client.get("/stats").json()["counts"]
-    assert appliance.client.post("/tasks", json={"name": "add", "payload": {}}).status_code == 422
+    assert (
+        appliance.client.post("/tasks", json={"name": "add", "payload": {}}).status_code
+        == 422
+    )
     assert appliance.client.get("/stats").json()["counts"] == before
 
 
@@ -144,7 +163,9 @@ def test_missing_task_is_404(appliance: Appliance) -> None:
     assert appliance.client.get("/tasks/nope/attempts").status_code == 404
 
 
-def test_task_modules_are_imported_by_every_component(appliance: Appliance, tmp_path: Path) -> None:
+def test_task_modules_are_imported_by_every_component(
+    appliance: Appliance, tmp_path: Path
+) -> None:
     out = tmp_path / "ran.txt"
     task = appliance.submit("record", {"path": str(out), "token": "t1"})
 
