@@ -202,14 +202,18 @@ class Scheduler:
             if worker in live:
                 continue
             ids = self.queue.inflight(worker)
+            self.queue.drop_inflight(worker)
+            # An id the dead worker held may be back on a queue already (its lease
+            # expired and it was queued again); pushing it twice would queue it twice.
+            missing = set(self.queue.find_missing(ids))
             queued = [
                 (task_id, priority)
                 for task_id, _, priority in self.store.tasks.find_in_status(
                     ids, Status.QUEUED
                 )
+                if task_id in missing
             ]
             self.queue.enqueue(ready=queued)
-            self.queue.drop_inflight(worker)
             if queued:
                 log.warning(
                     "worker %s went silent; put %d claimed tasks back on the ready queue",

@@ -56,6 +56,21 @@ def test_hung_sync_and_async_tasks_time_out_and_the_worker_takes_the_next_task(
     assert not async_path.exists()
 
 
+def test_task_running_longer_than_its_lease_keeps_it_and_runs_once(
+    appliance: Appliance, tmp_path: Path
+) -> None:
+    path = tmp_path / "runs"
+    task = appliance.submit(
+        "record", {"path": str(path), "token": "long", "seconds": 7}
+    )
+
+    done = appliance.wait_for(task["id"], timeout_s=40)
+
+    assert done["status"] == "SUCCESS"
+    assert [a["status"] for a in attempts_of(appliance, task["id"])] == ["SUCCESS"]
+    assert path.read_text().split() == ["long"]
+
+
 def test_result_that_is_not_json_fails_the_attempt_with_a_clear_error(
     appliance: Appliance,
 ) -> None:
@@ -79,15 +94,24 @@ def test_task_whose_process_dies_fails_the_attempt_and_is_retried(
 
     assert done["status"] == "FAILED"
     assert "died" in done["error"]
-    assert [a["status"] for a in attempts_of(appliance, task["id"])] == ["FAILED", "FAILED"]
+    assert [a["status"] for a in attempts_of(appliance, task["id"])] == [
+        "FAILED",
+        "FAILED",
+    ]
 
 
-def test_failing_task_is_retried_until_it_succeeds(appliance: Appliance, tmp_path: Path) -> None:
+def test_failing_task_is_retried_until_it_succeeds(
+    appliance: Appliance, tmp_path: Path
+) -> None:
     task = appliance.submit("flaky", {"path": str(tmp_path / "n"), "failures": 2})
 
     done = appliance.wait_for(task["id"])
 
-    assert (done["status"], done["attempts"], done["result"]) == ("SUCCESS", 3, {"attempt": 3})
+    assert (done["status"], done["attempts"], done["result"]) == (
+        "SUCCESS",
+        3,
+        {"attempt": 3},
+    )
     attempts = attempts_of(appliance, task["id"])
     assert [a["status"] for a in attempts] == ["FAILED", "FAILED", "SUCCESS"]
     assert "failing attempt 1 on purpose" in attempts[0]["error"]
@@ -135,17 +159,23 @@ def test_20_concurrent_posts_with_one_idempotency_key_make_one_task(
     codes = sorted(a.status_code for a in answers)
     assert codes == [200] * 19 + [201]
     assert len({a.json()["id"] for a in answers}) == 1
-    listed = appliance.client.get("/tasks", params={"name": "echo", "limit": 1000}).json()
+    listed = appliance.client.get(
+        "/tasks", params={"name": "echo", "limit": 1000}
+    ).json()
     assert sum(1 for t in listed["items"] if t["idempotency_key"] == "order-7") == 1
 
 
-def test_idempotency_key_reused_for_another_payload_is_409(appliance: Appliance) -> None:
+def test_idempotency_key_reused_for_another_payload_is_409(
+    appliance: Appliance,
+) -> None:
     first = appliance.submit("echo", {"n": 1}, idempotency_key="reuse-1")
     again = appliance.client.post(
-        "/tasks", json={"name": "echo", "payload": {"n": 1}, "idempotency_key": "reuse-1"}
+        "/tasks",
+        json={"name": "echo", "payload": {"n": 1}, "idempotency_key": "reuse-1"},
     )
     other = appliance.client.post(
-        "/tasks", json={"name": "echo", "payload": {"n": 2}, "idempotency_key": "reuse-1"}
+        "/tasks",
+        json={"name": "echo", "payload": {"n": 2}, "idempotency_key": "reuse-1"},
     )
 
     assert again.status_code == 200 and again.json()["id"] == first["id"]
@@ -171,7 +201,9 @@ def test_cancelled_delayed_task_never_runs(appliance: Appliance) -> None:
 def test_cancel_running_or_finished_task_returns_409(
     appliance: Appliance, tmp_path: Path
 ) -> None:
-    running = appliance.submit("record", {"path": str(tmp_path / "r"), "token": "x", "seconds": 2})
+    running = appliance.submit(
+        "record", {"path": str(tmp_path / "r"), "token": "x", "seconds": 2}
+    )
     appliance.wait_for(running["id"], {"RUNNING"})
 
     busy = appliance.client.post(f"/tasks/{running['id']}/cancel")
@@ -200,7 +232,10 @@ def test_retry_queues_a_cancelled_or_failed_task_again_and_keeps_history(
     assert appliance.wait_for(cancelled["id"])["status"] == "SUCCESS"
     again = appliance.wait_for(failed["id"])
     assert again["status"] == "FAILED"
-    assert [a["status"] for a in attempts_of(appliance, failed["id"])] == ["FAILED", "FAILED"]
+    assert [a["status"] for a in attempts_of(appliance, failed["id"])] == [
+        "FAILED",
+        "FAILED",
+    ]
 
 
 def test_retry_of_a_task_that_is_not_failed_or_cancelled_returns_409(
@@ -243,7 +278,9 @@ def test_batch_with_one_bad_task_writes_none(appliance: Appliance) -> None:
 
     assert response.status_code == 422
     assert "add" in response.json()["detail"]
-    listed = appliance.client.get("/tasks", params={"name": "echo", "limit": 1000}).json()
+    listed = appliance.client.get(
+        "/tasks", params={"name": "echo", "limit": 1000}
+    ).json()
     assert all(t["payload"] != {"m": marker} for t in listed["items"])
     assert too_many.status_code == 422
     assert empty.status_code == 422
