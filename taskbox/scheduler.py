@@ -32,6 +32,8 @@ WORKER_SILENT_AFTER_S = 10.0
 MOVE_BATCH = 1000
 PURGE_BATCH = 500
 PURGE_BUDGET_S = 0.5
+# How long one scheduler's claim on a rebuild lasts if it dies before finishing.
+REBUILD_CLAIM_S = 15
 
 
 class Scheduler:
@@ -226,10 +228,14 @@ class Scheduler:
 
     def rebuild_if_lost(self, now: datetime) -> None:
         """Rebuild every queue from the store when Redis lost its data."""
-        if self.queue.has_epoch() or not self.queue.set_epoch():
+        # The epoch is set only once the rebuild is done: a scheduler killed half way
+        # leaves no epoch, so the next one rebuilds again instead of leaving the rest
+        # to the slow reconcile.
+        if self.queue.has_epoch() or not self.queue.start_rebuild(REBUILD_CLAIM_S):
             return
         started = time.monotonic()
         counts = {status: self._requeue_all(status, now) for status in _WAITING}
+        self.queue.finish_rebuild()
         log.warning(
             "Redis had no taskbox data; rebuilt it from the store: %d pending, "
             "%d scheduled, %d queued",

@@ -1,6 +1,7 @@
 """The scheduler rebuilds Redis from the store, with no task lost and none queued
 twice, on SQLite and PostgreSQL against a real Redis."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from taskbox.models import Status
@@ -80,3 +81,20 @@ def test_expired_lease_puts_the_task_on_the_delayed_queue(
 
     assert store.tasks.get(task_id).status == Status.SCHEDULED
     assert queue.client.zrange(queue.delayed_key, 0, -1) == [task_id]
+
+
+def test_rebuild_left_half_done_by_a_dead_scheduler_is_done_again(
+    store: Store, queue: Queue
+) -> None:
+    task_id = submit(store)
+    # Another scheduler claimed the rebuild and died before finishing it.
+    queue.client.set(queue.rebuilding_key, "1", px=300)
+    loop = scheduler(store, queue)
+
+    loop.rebuild_if_lost(NOW)
+    assert ready_ids(queue) == []
+    time.sleep(0.4)
+    loop.rebuild_if_lost(NOW)
+
+    assert ready_ids(queue) == [task_id]
+    assert queue.has_epoch()
