@@ -29,3 +29,6 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+chaos: install
+	$(BIN)/python bench/chaos.py

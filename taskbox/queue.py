@@ -16,6 +16,7 @@ TASKBOX_REDIS_PREFIX (shown here as P):
 | P epoch              | string | present while Redis holds what the store says | scheduler         |
 | P metrics:{metric}   | hash   | event counters and histogram buckets          | api, scheduler,   |
 |                      |        | (see metrics.py); read by /metrics            | worker            |
+| P rebuilding         | string | a scheduler is rebuilding; expires if it dies | scheduler         |
 """
 
 import math
@@ -170,6 +171,7 @@ class Queue:
         self.workers_key = f"{prefix}workers"
         self.wakeup_key = f"{prefix}scheduler:wakeup"
         self.epoch_key = f"{prefix}epoch"
+        self.rebuilding_key = f"{prefix}rebuilding"
         self._enqueue_ready = client.register_script(ENQUEUE_READY)
         self._claim = client.register_script(CLAIM)
         self._take_due = client.register_script(TAKE_DUE)
@@ -364,9 +366,16 @@ class Queue:
     def has_epoch(self) -> bool:
         return bool(self.client.exists(self.epoch_key))
 
-    def set_epoch(self) -> bool:
-        """Mark Redis as rebuilt; False when another scheduler already did."""
-        return bool(self.client.set(self.epoch_key, str(time.time()), nx=True))
+    def start_rebuild(self, ttl_s: int) -> bool:
+        """Claim the rebuild for ttl_s seconds; False when another scheduler holds it."""
+        return bool(self.client.set(self.rebuilding_key, "1", nx=True, ex=ttl_s))
+
+    def finish_rebuild(self) -> None:
+        """Mark Redis as holding what the store says, and release the rebuild."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.epoch_key, str(time.time()))
+        pipe.delete(self.rebuilding_key)
+        pipe.execute()
 
     def depths(self) -> dict[str, int]:
         """Lengths of the ready queues (all priorities) and the delayed queue."""

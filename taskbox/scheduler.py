@@ -33,6 +33,8 @@ WORKER_SILENT_AFTER_S = 10.0
 MOVE_BATCH = 1000
 PURGE_BATCH = 500
 PURGE_BUDGET_S = 0.5
+# How long one scheduler's claim on a rebuild lasts if it dies before finishing.
+REBUILD_CLAIM_S = 15
 
 
 class Scheduler:
@@ -215,14 +217,18 @@ class Scheduler:
             if worker in live:
                 continue
             ids = self.queue.inflight(worker)
+            self.queue.drop_inflight(worker)
+            # An id the dead worker held may be back on a queue already (its lease
+            # expired and it was queued again); pushing it twice would queue it twice.
+            missing = set(self.queue.find_missing(ids))
             queued = [
                 (task_id, priority)
                 for task_id, _, priority in self.store.tasks.find_in_status(
                     ids, Status.QUEUED
                 )
+                if task_id in missing
             ]
             self.queue.enqueue(ready=queued)
-            self.queue.drop_inflight(worker)
             if queued:
                 log.warning(
                     "worker %s went silent; put %d claimed tasks back on the ready queue",
@@ -235,10 +241,14 @@ class Scheduler:
 
     def rebuild_if_lost(self, now: datetime) -> None:
         """Rebuild every queue from the store when Redis lost its data."""
-        if self.queue.has_epoch() or not self.queue.set_epoch():
+        # The epoch is set only once the rebuild is done: a scheduler killed half way
+        # leaves no epoch, so the next one rebuilds again instead of leaving the rest
+        # to the slow reconcile.
+        if self.queue.has_epoch() or not self.queue.start_rebuild(REBUILD_CLAIM_S):
             return
         started = time.monotonic()
         counts = {status: self._requeue_all(status, now) for status in _WAITING}
+        self.queue.finish_rebuild()
         log.warning(
             "Redis had no taskbox data; rebuilt it from the store: %d pending, "
             "%d scheduled, %d queued",

@@ -81,6 +81,7 @@ class Runner:
             self.process.join(5)
         if self.conn is not None:
             self.conn.close()
+        self.process, self.conn = None, None
 
     def restart(self) -> None:
         self.stop()
@@ -94,6 +95,8 @@ class Runner:
         should_abandon: Callable[[], bool],
     ) -> Outcome | None:
         """Run one attempt; None when it was abandoned (shutdown or lease lost)."""
+        if self.process is None or not self.process.is_alive():
+            self.restart()
         if self.conn is None:
             raise RuntimeError("the worker's child process is not running")
         started = time.monotonic()
@@ -110,7 +113,8 @@ class Runner:
                     duration_s=time.monotonic() - started,
                 )
             if should_abandon():
-                self.restart()
+                # A stopping worker needs no new child; the next run() starts one.
+                self.stop()
                 return None
             try:
                 if self.conn.poll(min(remaining, 0.5)):
@@ -410,10 +414,13 @@ class Worker:
 
     def _beat_loop(self) -> None:
         renew_every_s = self.settings.lease_seconds / 3
+        # A short lease needs renewing more often than the heartbeat beats, or it
+        # runs out between two beats while its task is still running.
+        wake_every_s = min(HEARTBEAT_INTERVAL_S, renew_every_s)
         last_renewal = time.monotonic()
         # The main loop logs the outage too; this one only says its own part, once.
         outage = Outage(log, f"worker {self.id} lease thread", {"worker": self.id})
-        while not self._beat_stop.wait(HEARTBEAT_INTERVAL_S):
+        while not self._beat_stop.wait(wake_every_s):
             try:
                 if time.monotonic() - last_renewal >= renew_every_s:
                     self._renew()

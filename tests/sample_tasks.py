@@ -3,6 +3,7 @@
 import asyncio
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,10 @@ def not_json(kind: str = "set") -> Any:
     if kind == "nan":
         return {"value": math.nan}
     return {1, 2, 3}
+
+
+@task(name="kill_worker", max_retries=1)
+def kill_worker() -> None:
+    """Kill the worker running this task, as an OOM kill of the whole worker would."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(60)

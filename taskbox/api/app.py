@@ -1,5 +1,6 @@
 """The FastAPI application: routers, the API key, the body limit, and error mapping."""
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -7,6 +8,8 @@ from typing import Any
 
 import redis
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -99,6 +102,16 @@ def _map_errors(app: FastAPI) -> None:
     @app.exception_handler(TaskboxError)
     async def domain_error(request: Request, err: TaskboxError) -> JSONResponse:
         return JSONResponse(status_code=err.status_code, content={"detail": str(err)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(
+        request: Request, err: RequestValidationError
+    ) -> JSONResponse:
+        # The answer echoes the input back, and JSON cannot carry a NaN or Infinity
+        # that came in it: spell those as strings rather than fail with a 500.
+        echoed = json.dumps(jsonable_encoder(err.errors()))
+        detail = json.loads(echoed, parse_constant=str)
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(SQLAlchemyError)
     async def store_error(request: Request, err: SQLAlchemyError) -> JSONResponse:
