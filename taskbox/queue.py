@@ -110,6 +110,14 @@ end
 return nudge and 1 or 0
 """
 
+# Scores a worker's heartbeat with Redis's own clock, so workers on hosts whose
+# clocks disagree are judged alike.
+BEAT = """
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[1], now[1] + now[2] / 1000000, ARGV[1])
+return 1
+"""
+
 # Returns the ids among ARGV that are in no ready list, in-flight list or the
 # delayed queue; used to find tasks the store says are waiting but Redis lost.
 FIND_MISSING = """
@@ -177,6 +185,7 @@ class Queue:
         self._take_due = client.register_script(TAKE_DUE)
         self._add_delayed = client.register_script(ADD_DELAYED)
         self._find_missing = client.register_script(FIND_MISSING)
+        self._beat = client.register_script(BEAT)
 
     def ready_key(self, priority: int) -> str:
         return f"{self.prefix}ready:{priority}"
@@ -295,12 +304,15 @@ class Queue:
     def beat(
         self, worker: str, info: dict[str, str | int | float], ttl_s: float
     ) -> None:
-        """Record a worker's heartbeat and what it is doing."""
+        """Record a worker's heartbeat, on Redis's clock, and what it is doing."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.workers_key, {worker: time.time()})
+        pipe.evalsha(self._beat.sha, 1, self.workers_key, worker)
         pipe.hset(self.worker_key(worker), mapping=info)
         pipe.expire(self.worker_key(worker), int(ttl_s) + 1)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self._beat(keys=[self.workers_key], args=[worker])
 
     def forget_worker(self, worker: str) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -308,8 +320,14 @@ class Queue:
         pipe.delete(self.worker_key(worker))
         pipe.execute()
 
-    def live_workers(self, since_s: float) -> dict[str, dict[str, str]]:
-        """Workers whose last heartbeat is newer than since_s (epoch seconds)."""
+    def server_time_s(self) -> float:
+        """Redis's clock, which every worker's heartbeat is scored by."""
+        seconds, micros = self.client.time()
+        return float(seconds) + float(micros) / 1_000_000
+
+    def live_workers(self, window_s: float) -> dict[str, dict[str, str]]:
+        """Workers that beat within the last window_s seconds, with what they report."""
+        since_s = self.server_time_s() - window_s
         ids = self.client.zrangebyscore(self.workers_key, since_s, "+inf")
         pipe = self.client.pipeline(transaction=False)
         for worker in ids:
@@ -317,12 +335,15 @@ class Queue:
         infos = pipe.execute()
         return {worker: info for worker, info in zip(ids, infos, strict=True) if info}
 
-    def worker_beats(self) -> dict[str, float]:
-        """Every worker's last heartbeat, in epoch seconds."""
-        return dict(self.client.zrange(self.workers_key, 0, -1, withscores=True))
+    def beat_ages(self) -> dict[str, float]:
+        """Seconds since every worker's last heartbeat."""
+        now_s = self.server_time_s()
+        beats = self.client.zrange(self.workers_key, 0, -1, withscores=True)
+        return {worker: max(0.0, now_s - float(score)) for worker, score in beats}
 
-    def prune_workers(self, before_s: float) -> list[str]:
-        """Drop heartbeats older than before_s; return the workers dropped."""
+    def prune_workers(self, silent_s: float) -> list[str]:
+        """Drop workers silent for more than silent_s seconds; return them."""
+        before_s = self.server_time_s() - silent_s
         stale: list[str] = self.client.zrangebyscore(self.workers_key, "-inf", before_s)
         for worker in stale:
             self.forget_worker(worker)

@@ -210,9 +210,8 @@ class Scheduler:
 
     def recover_inflight(self) -> None:
         """Put back the ids that a worker which went silent had claimed but not started."""
-        silent_before = time.time() - WORKER_SILENT_AFTER_S
-        self.queue.prune_workers(silent_before)
-        live = set(self.queue.live_workers(silent_before))
+        self.queue.prune_workers(WORKER_SILENT_AFTER_S)
+        live = set(self.queue.live_workers(WORKER_SILENT_AFTER_S))
         for worker in self.queue.inflight_workers():
             if worker in live:
                 continue
@@ -249,7 +248,11 @@ class Scheduler:
         started = time.monotonic()
         counts = {status: self._requeue_all(status, now) for status in _WAITING}
         self.queue.finish_rebuild()
-        log.warning(
+        # A first start finds Redis empty too; only a rebuild that put tasks back
+        # means Redis lost something.
+        level = logging.WARNING if any(counts.values()) else logging.INFO
+        log.log(
+            level,
             "Redis had no taskbox data; rebuilt it from the store: %d pending, "
             "%d scheduled, %d queued",
             counts[Status.PENDING],

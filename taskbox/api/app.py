@@ -10,7 +10,8 @@ import redis
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from taskbox.api.deps import require_api_key
@@ -86,8 +87,13 @@ def create_app(settings: Settings) -> FastAPI:
         summary="A durable task scheduler: submit work over REST, run it on time.",
         version="1.0.0",
         lifespan=lifespan,
+        # Served below instead, behind the API key like every other endpoint.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     secured = [Depends(require_api_key)]
+    _serve_docs(app, secured)
     app.include_router(health.router)
     app.include_router(tasks.router, dependencies=secured)
     app.include_router(schedules.router, dependencies=secured)
@@ -96,6 +102,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _map_errors(app)
     return app
+
+
+def _serve_docs(app: FastAPI, dependencies: list[Any]) -> None:
+    """The OpenAPI document and its Swagger UI, which need the API key when one is set."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=dependencies)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="taskbox")
 
 
 def _map_errors(app: FastAPI) -> None:

@@ -334,47 +334,55 @@ class TaskStore:
 
     def cancel(self, task_id: str, now: datetime) -> Task:
         """Move a waiting task to CANCELLED; raise InvalidTransition once it has started."""
-        with write(self.engine) as conn:
-            row = conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id, tasks.c.status.in_(WAITING))
-                .values(status=Status.CANCELLED, finished_at=now, updated_at=now)
-                .returning(*tasks.c)
-            ).first()
-        if row is not None:
-            return _task(row)
-
-        task = self.get(task_id)
-        raise InvalidTransition(
-            f"cannot cancel task {task_id}: it is {task.status}; only PENDING, "
-            "SCHEDULED or QUEUED tasks can be cancelled"
+        return self._transition(
+            task_id,
+            WAITING,
+            {"status": Status.CANCELLED, "finished_at": now, "updated_at": now},
+            ("cancel", "cancelled"),
         )
 
     def retry(self, task_id: str, now: datetime) -> Task:
         """Queue a FAILED or CANCELLED task again, with its retry budget renewed."""
+        return self._transition(
+            task_id,
+            (Status.FAILED, Status.CANCELLED),
+            {
+                "status": Status.QUEUED,
+                "run_at": now,
+                "updated_at": now,
+                "finished_at": None,
+                "max_attempts": tasks.c.attempts + tasks.c.max_retries + 1,
+            },
+            ("retry", "retried"),
+        )
+
+    def _transition(
+        self,
+        task_id: str,
+        allowed: tuple[Status, ...],
+        values: dict[str, Any],
+        action: tuple[str, str],
+    ) -> Task:
+        """Change a task that is in one of the allowed statuses, or raise.
+
+        Raises NotFound, or InvalidTransition naming the status it is in.
+        """
         with write(self.engine) as conn:
             row = conn.execute(
                 update(tasks)
-                .where(
-                    tasks.c.id == task_id,
-                    tasks.c.status.in_([Status.FAILED, Status.CANCELLED]),
-                )
-                .values(
-                    status=Status.QUEUED,
-                    run_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                    max_attempts=tasks.c.attempts + tasks.c.max_retries + 1,
-                )
+                .where(tasks.c.id == task_id, tasks.c.status.in_(allowed))
+                .values(**values)
                 .returning(*tasks.c)
             ).first()
         if row is not None:
             return _task(row)
 
         task = self.get(task_id)
+        verb, done = action
+        names = ", ".join(str(status) for status in allowed[:-1])
         raise InvalidTransition(
-            f"cannot retry task {task_id}: it is {task.status}; only FAILED or "
-            "CANCELLED tasks can be retried"
+            f"cannot {verb} task {task_id}: it is {task.status}; only {names} or "
+            f"{allowed[-1]} tasks can be {done}"
         )
 
     # -- attempts -------------------------------------------------------------

@@ -358,7 +358,9 @@ def test_api_key_guards_every_endpoint_but_the_probes_and_never_shows_in_logs(
 
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    schema = client.get("/openapi.json").json()
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/docs").status_code == 401
+    schema = client.get("/openapi.json", headers=good).json()
     routes = [
         (method, path.replace("{", "").replace("}", ""))
         for path, methods in schema["paths"].items()
@@ -366,6 +368,7 @@ def test_api_key_guards_every_endpoint_but_the_probes_and_never_shows_in_logs(
         if path not in {"/healthz", "/readyz"}
     ]
     assert len(routes) > 10
+    assert client.get("/docs", headers=good).status_code == 200
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
             response = client.request(method, path, headers=headers)

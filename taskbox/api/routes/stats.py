@@ -1,12 +1,11 @@
 """What an operator asks first: counts, queue depths, live workers."""
 
-import time
-
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from taskbox.api.deps import ServicesDep
 from taskbox.models import Status, utcnow
+from taskbox.services import Services
 
 router = APIRouter(tags=["stats"])
 
@@ -39,13 +38,12 @@ class WorkerPublic(BaseModel):
     last_beat_s_ago: float
 
 
-@router.get("/stats")
-def stats(services: ServicesDep) -> Stats:
-    """Counts by status and task name, queue depths, live workers, throughput."""
+def read_stats(services: Services) -> Stats:
+    """Counts, queue depths, live workers and throughput, as of now."""
     now = utcnow()
     counts = services.store.tasks.counts(now)
     depths = services.queue.depths()
-    workers = services.queue.live_workers(time.time() - LIVE_WORKER_WINDOW_S)
+    workers = services.queue.live_workers(LIVE_WORKER_WINDOW_S)
     oldest = counts.oldest_waiting_at
     return Stats(
         counts={s.value: counts.by_status.get(s.value, 0) for s in Status},
@@ -61,12 +59,17 @@ def stats(services: ServicesDep) -> Stats:
     )
 
 
+@router.get("/stats")
+def stats(services: ServicesDep) -> Stats:
+    """Counts by status and task name, queue depths, live workers, throughput."""
+    return read_stats(services)
+
+
 @router.get("/workers")
 def workers(services: ServicesDep) -> list[WorkerPublic]:
     """List live workers: host, pid, start, current task, tasks done."""
-    now_s = time.time()
-    beats = services.queue.worker_beats()
-    live = services.queue.live_workers(now_s - LIVE_WORKER_WINDOW_S)
+    ages = services.queue.beat_ages()
+    live = services.queue.live_workers(LIVE_WORKER_WINDOW_S)
     return [
         WorkerPublic(
             id=worker,
@@ -75,7 +78,7 @@ def workers(services: ServicesDep) -> list[WorkerPublic]:
             started_at=info.get("started_at", ""),
             current_task=info.get("current_task") or None,
             tasks_done=int(info.get("tasks_done", 0)),
-            last_beat_s_ago=round(now_s - beats.get(worker, now_s), 3),
+            last_beat_s_ago=round(ages.get(worker, 0.0), 3),
         )
         for worker, info in sorted(live.items())
     ]
