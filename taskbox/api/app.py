@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from taskbox.api.deps import require_api_key
 from taskbox.api.routes import health, metrics, schedules, stats, tasks
+from taskbox.api.submitter import Submitter
 from taskbox.errors import TaskboxError
 from taskbox.services import Services, open_services
 from taskbox.settings import Settings
@@ -79,7 +80,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services: Services = open_services(settings, "api")
         app.state.services = services
+        app.state.submitter = Submitter(services)
         yield
+        app.state.submitter.close()
         services.close()
 
     app = FastAPI(

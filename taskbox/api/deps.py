@@ -5,10 +5,13 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from taskbox.api.submitter import Submitter
 from taskbox.services import Services
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are coroutines, though nothing in them blocks: FastAPI would run a
+# plain function in its thread pool, a hand-off that costs more than the work.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -16,9 +19,17 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require_api_key(request: Request) -> None:
+async def get_submitter(request: Request) -> Submitter:
+    submitter: Submitter = request.app.state.submitter
+    return submitter
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+
+
+async def require_api_key(request: Request) -> None:
     """Refuse a request without `Authorization: Bearer KEY` when TASKBOX_API_KEY is set."""
-    expected = get_services(request).settings.api_key
+    expected = (await get_services(request)).settings.api_key
     if not expected:
         return
     header = request.headers.get("authorization", "")

@@ -1,15 +1,19 @@
 """Steps the routes share: turning input into tasks, and handing tasks to Redis."""
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+import orjson
 import redis
+from fastapi import Response
 
 from taskbox.errors import InvalidInput
 from taskbox.metrics import Tally
-from taskbox.models import Status, Task, TaskCreate
+from taskbox.models import Status, Task, TaskCreate, TaskPublic
 from taskbox.services import Services
-from taskbox.store.tasks import NewTask
+from taskbox.store.tasks import NewTask, TaskRow
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,10 @@ def check_submission(
 
 
 def hand_to_redis(
-    services: Services, tasks: list[Task], now: datetime, tally: Tally | None = None
+    services: Services,
+    tasks: Sequence[Task | TaskRow],
+    now: datetime,
+    tally: Tally | None = None,
 ) -> None:
     """Put new or re-queued tasks on the Redis queues, with a tally of metrics.
 
@@ -74,14 +81,14 @@ def hand_to_redis(
             task.status = Status.PENDING
 
 
-def tally_submitted(tasks: list[Task]) -> Tally:
+def tally_submitted(tasks: Sequence[Task | TaskRow]) -> Tally:
     tally = Tally()
     for task in tasks:
         tally.submitted(task.name)
     return tally
 
 
-def log_submitted(services: Services, task: Task) -> None:
+def log_submitted(services: Services, task: Task | TaskRow) -> None:
     """Log a new task; its payload only when TASKBOX_LOG_PAYLOADS is set."""
     extra = {
         "event": "task_submitted",
@@ -93,3 +100,49 @@ def log_submitted(services: Services, task: Task) -> None:
     if services.settings.log_payloads:
         extra["payload"] = task.payload
     log.info("task %s (%s) submitted, %s", task.id, task.name, task.status, extra=extra)
+
+
+def task_fields(task: Task | TaskRow) -> dict[str, Any]:
+    """A task as TaskPublic shows it, without building and checking a model."""
+    return {
+        "id": task.id,
+        "name": task.name,
+        "payload": task.payload,
+        "status": task.status,
+        "priority": task.priority,
+        "run_at": task.run_at,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "attempts": task.attempts,
+        "max_retries": task.max_retries,
+        "timeout": task.timeout_s,
+        "result": task.result,
+        "error": task.error,
+        "idempotency_key": task.idempotency_key,
+    }
+
+
+def json_response(content: dict[str, Any], status_code: int) -> Response:
+    """Answer with JSON encoded by orjson, the same text pydantic would write.
+
+    Times end in Z as pydantic writes them. orjson refuses integers over 64 bits,
+    which a payload may hold; those answers go through pydantic instead.
+    """
+    try:
+        body = orjson.dumps(content, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:
+        body = _pydantic_json(content)
+    return Response(body, status_code, media_type="application/json")
+
+
+def _pydantic_json(content: dict[str, Any]) -> bytes:
+    if "items" in content:
+        items = [TaskPublic.model_validate(item) for item in content["items"]]
+        return (
+            b'{"items":['
+            + b",".join(i.model_dump_json().encode() for i in items)
+            + b"]}"
+        )
+    return TaskPublic.model_validate(content).model_dump_json().encode()

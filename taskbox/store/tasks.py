@@ -51,6 +51,13 @@ def new_task_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
 
 
+def new_task_ids(count: int) -> list[str]:
+    """`count` ids like new_task_id's, from one read of the random source."""
+    millis = f"{time.time_ns() // 1_000_000:012x}"
+    random_hex = secrets.token_hex(8 * count)
+    return [millis + random_hex[16 * i : 16 * i + 16] for i in range(count)]
+
+
 @dataclass
 class NewTask:
     """A checked submission, ready to be written."""
@@ -64,10 +71,40 @@ class NewTask:
     idempotency_key: str | None = None
 
 
+@dataclass(slots=True)
+class TaskRow:
+    """A task's columns as plain attributes: what the submit path answers with, built
+    at a fraction of the cost of the ORM-mapped Task (a batch builds a thousand)."""
+
+    id: str
+    name: str
+    payload: dict[str, Any]
+    status: str
+    priority: int
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    max_retries: int
+    max_attempts: int
+    timeout_s: float | None
+    result: Any
+    error: str | None
+    idempotency_key: str | None
+    worker: str | None
+    lease_expires_at: datetime | None
+
+
 @dataclass
 class Submitted:
-    task: Task
+    task: TaskRow
     created: bool
+
+
+# One submission (a task or a batch) and the time it was received.
+Submission = tuple[list[NewTask], datetime]
 
 
 @dataclass
@@ -140,39 +177,56 @@ class TaskStore:
 
         Raises IdempotencyConflict when a key is reused with another name or payload.
         """
+        [submitted] = self.submit_many([(new_tasks, now)])
+        return submitted
+
+    def submit_many(self, submissions: list[Submission]) -> list[list[Submitted]]:
+        """Write several submissions in one transaction (group commit): all or none.
+
+        A key used twice among them makes one task, which both answers name.
+        Raises IdempotencyConflict when a key is reused with another name or payload.
+        """
         try:
-            return self._submit(new_tasks, now)
+            return self._submit(submissions)
         except IntegrityError:
             # Another transaction wrote the same idempotency key first; now that it
             # has committed, the second pass finds its task instead of inserting.
-            return self._submit(new_tasks, now)
+            return self._submit(submissions)
 
-    def _submit(self, new_tasks: list[NewTask], now: datetime) -> list[Submitted]:
-        keys = [n.idempotency_key for n in new_tasks if n.idempotency_key]
+    def _submit(self, submissions: list[Submission]) -> list[list[Submitted]]:
+        keys = [
+            n.idempotency_key for s, _ in submissions for n in s if n.idempotency_key
+        ]
         with write(self.engine) as conn:
-            existing: dict[str, Task] = {}
+            existing: dict[str, TaskRow] = {}
             if keys:
                 rows = conn.execute(
                     select(tasks).where(tasks.c.idempotency_key.in_(keys))
                 )
-                existing = {row.idempotency_key: _task(row) for row in rows}
+                existing = {
+                    row.idempotency_key: TaskRow(**row._mapping) for row in rows
+                }
 
-            out: list[Submitted] = []
+            out: list[list[Submitted]] = []
             rows_to_insert: list[dict[str, Any]] = []
-            for new in new_tasks:
-                key = new.idempotency_key
-                if key and key in existing:
-                    first = existing[key]
-                    _check_same(first, new)
-                    out.append(Submitted(first, created=False))
-                    continue
+            ids = iter(new_task_ids(sum(len(s) for s, _ in submissions)))
+            for new_tasks, now in submissions:
+                answers: list[Submitted] = []
+                for new in new_tasks:
+                    key = new.idempotency_key
+                    if key and key in existing:
+                        first = existing[key]
+                        _check_same(first, new)
+                        answers.append(Submitted(first, created=False))
+                        continue
 
-                row = new_task_row(new, now)
-                rows_to_insert.append(row)
-                task = Task(**row)
-                if key:
-                    existing[key] = task
-                out.append(Submitted(task, created=True))
+                    row = new_task_row(new, now, next(ids))
+                    rows_to_insert.append(row)
+                    task = TaskRow(**row)
+                    if key:
+                        existing[key] = task
+                    answers.append(Submitted(task, created=True))
+                out.append(answers)
 
             if rows_to_insert:
                 conn.execute(insert(tasks), rows_to_insert)
@@ -714,10 +768,12 @@ def _attempt_params(ending: Ending, now: datetime) -> dict[str, Any]:
     }
 
 
-def new_task_row(new: NewTask, now: datetime) -> dict[str, Any]:
+def new_task_row(
+    new: NewTask, now: datetime, task_id: str | None = None
+) -> dict[str, Any]:
     status = Status.QUEUED if new.run_at <= now else Status.SCHEDULED
     return {
-        "id": new_task_id(),
+        "id": task_id or new_task_id(),
         "name": new.name,
         "payload": new.payload,
         "status": status,
@@ -739,7 +795,7 @@ def new_task_row(new: NewTask, now: datetime) -> dict[str, Any]:
     }
 
 
-def _check_same(first: Task, new: NewTask) -> None:
+def _check_same(first: TaskRow, new: NewTask) -> None:
     if first.name != new.name or first.payload != new.payload:
         raise IdempotencyConflict(
             f"idempotency key '{new.idempotency_key}' was already used for task "
@@ -787,8 +843,11 @@ __all__ = [
     "Finished",
     "NewTask",
     "Outcome",
+    "Submission",
     "Submitted",
     "TaskCounts",
+    "TaskRow",
     "TaskStore",
     "new_task_id",
+    "new_task_ids",
 ]

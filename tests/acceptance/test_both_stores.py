@@ -3,9 +3,11 @@
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from taskbox.migrate import migrate
@@ -72,6 +74,41 @@ def test_idempotent_submissions_make_one_task(store_appliance: Appliance) -> Non
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.json()["id"] == first.json()["id"]
     assert clash.status_code == 409
+
+
+def test_concurrent_submissions_share_commits_but_keep_one_task_per_key(
+    store_appliance: Appliance,
+) -> None:
+    key = uuid.uuid4().hex
+    same = {"name": "echo", "payload": {"k": key}, "idempotency_key": key}
+    clash = {**same, "payload": {"k": "other"}}
+    plain = {"name": "echo", "payload": {"k": "plain"}}
+    bodies = [same] * 12 + [clash] * 4 + [plain] * 8
+
+    def post(body: dict[str, object]) -> httpx.Response:
+        with httpx.Client(base_url=store_appliance.url, timeout=30) as client:
+            return client.post("/tasks", json=body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(post, bodies))
+
+    # Whichever keyed request came first made the task; the others with its
+    # payload get it back, those with the other payload are refused.
+    keyed = answers[:16]
+    [made] = [a.json() for a in keyed if a.status_code == 201]
+    for body, answer in zip(bodies[:16], keyed, strict=True):
+        if answer.status_code == 201:
+            continue
+        expected = 200 if body["payload"] == made["payload"] else 409
+        assert answer.status_code == expected
+        if expected == 200:
+            assert answer.json()["id"] == made["id"]
+    plain = answers[16:]
+    assert [a.status_code for a in plain] == [201] * 8
+    plain_ids = {a.json()["id"] for a in plain}
+    assert len(plain_ids) == 8
+    for task_id in plain_ids | {made["id"]}:
+        assert store_appliance.wait_for(task_id)["status"] == "SUCCESS"
 
 
 def test_batch_cancel_and_retry(store_appliance: Appliance) -> None:

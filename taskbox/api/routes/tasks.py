@@ -6,12 +6,12 @@ from typing import Annotated
 import redis
 from fastapi import APIRouter, Header, Query, Response, status
 
-from taskbox.api.deps import ServicesDep
+from taskbox.api.deps import ServicesDep, SubmitterDep
 from taskbox.api.service import (
     check_submission,
     hand_to_redis,
-    log_submitted,
-    tally_submitted,
+    json_response,
+    task_fields,
 )
 from taskbox.metrics import Tally
 from taskbox.models import (
@@ -31,52 +31,51 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, include_in_schema=False)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
+    include_in_schema=False,
+)
 @router.post(
     "/",
     status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
     responses={
         200: {"model": TaskPublic, "description": "idempotency key already used"}
     },
 )
-def submit_task(
+async def submit_task(
     body: TaskCreate,
     services: ServicesDep,
-    response: Response,
+    submitter: SubmitterDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> TaskPublic:
+) -> Response:
     """Submit a task to run now or at run_at."""
     now = utcnow()
     new = check_submission(body, services, now, idempotency_key)
-    [submitted] = services.store.tasks.submit([new], now)
-    task = submitted.task
-
-    if not submitted.created:
-        response.status_code = status.HTTP_200_OK
-        return TaskPublic.of(task)
-
-    hand_to_redis(services, [task], now, tally_submitted([task]))
-    log_submitted(services, task)
-    return TaskPublic.of(task)
+    [submitted] = await submitter.submit(([new], now))
+    code = status.HTTP_201_CREATED if submitted.created else status.HTTP_200_OK
+    return json_response(task_fields(submitted.task), code)
 
 
-@router.post("/batch", status_code=status.HTTP_201_CREATED)
-def submit_batch(body: TaskBatch, services: ServicesDep) -> TaskItems:
+@router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=TaskItems)
+async def submit_batch(
+    body: TaskBatch, services: ServicesDep, submitter: SubmitterDep
+) -> Response:
     """Submit up to 1000 tasks at once: all are written, or none."""
     now = utcnow()
     new_tasks = [check_submission(item, services, now) for item in body.tasks]
-    submitted = services.store.tasks.submit(new_tasks, now)
+    submitted = await submitter.submit((new_tasks, now))
 
-    created = [s.task for s in submitted if s.created]
-    hand_to_redis(services, created, now, tally_submitted(created))
-    for task in created:
-        log_submitted(services, task)
+    created = sum(1 for s in submitted if s.created)
     log.info(
         "batch of %d tasks submitted",
-        len(created),
-        extra={"event": "batch_submitted", "count": len(created)},
+        created,
+        extra={"event": "batch_submitted", "count": created},
     )
-    return TaskItems(items=[TaskPublic.of(s.task) for s in submitted])
+    items = [task_fields(s.task) for s in submitted]
+    return json_response({"items": items}, status.HTTP_201_CREATED)
 
 
 @router.get("/")
