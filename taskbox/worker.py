@@ -26,7 +26,7 @@ from taskbox.registry import Registry, TaskDef
 from taskbox.runner import Reply, run_child
 from taskbox.settings import Settings
 from taskbox.store import Store
-from taskbox.store.tasks import Ending, Outcome
+from taskbox.store.tasks import Ending, Finished, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ class Worker:
             for e in recorded
             if e.outcome is not None
         ]
-        finished = self.store.tasks.finish_attempts(endings, now)
+        finished = self._finish(endings, now)
         for e in ended:
             if e.outcome is None:
                 self._hand_back(e.task, e.lease_lost)
@@ -385,6 +385,32 @@ class Worker:
         if retries:
             self.queue.enqueue(delayed=retries)
         self.queue.ack(self.id, [e.task.id for e in ended], tally)
+
+    def _finish(self, endings: list[Ending], now: datetime) -> list[Finished | None]:
+        """Commit outcomes, trying again through a passing store error.
+
+        A deadlock or a dropped connection must not cost a finished task a second
+        run: an outcome never recorded means a rerun once the lease runs out. Each
+        write is compare-and-set, so trying again is safe. Gives up (and raises)
+        after a third of the lease.
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds / 3
+        delay_s = 0.05
+        while True:
+            try:
+                return self.store.tasks.finish_attempts(endings, now)
+            except SQLAlchemyError as err:
+                if time.monotonic() + delay_s > deadline:
+                    raise
+                log.warning(
+                    "could not record %d outcomes (%s); trying again in %.2f s",
+                    len(endings),
+                    type(err).__name__,
+                    delay_s,
+                    extra={"event": "record_retried", "worker": self.id},
+                )
+                time.sleep(delay_s)
+                delay_s = min(1.0, delay_s * 2)
 
     def _retry_at(self, ended: Ended, now: datetime) -> datetime | None:
         if ended.outcome is None or ended.outcome.status == AttemptStatus.SUCCESS:

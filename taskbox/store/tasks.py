@@ -490,7 +490,9 @@ class TaskStore:
             return set()
         held: set[str] = set()
         with write(self.engine) as conn:
-            for task_id, attempt in leases:
+            # Rows are locked in id order, as finish_attempts locks them, so the two
+            # never deadlock on PostgreSQL.
+            for task_id, attempt in sorted(leases):
                 result: CursorResult[Any] = conn.execute(
                     update(tasks)
                     .where(
@@ -576,6 +578,7 @@ class TaskStore:
         rows = conn.execute(
             select(tasks.c.id, tasks.c.attempts, tasks.c.run_at, tasks.c.priority)
             .where(tasks.c.id.in_(task_ids), tasks.c.status == Status.RUNNING)
+            .order_by(tasks.c.id)
             .with_for_update()
         )
         return {row.id: row for row in rows}
