@@ -350,15 +350,20 @@ def count_finished(appliance: Appliance) -> int:
     return done
 
 
-def pickup(appliance: Appliance, count: int) -> list[float]:
-    """Submit tasks one at a time to idle workers; start - created, in ms."""
+def pickup(appliance: Appliance, count: int) -> tuple[list[float], list[float]]:
+    """Submit tasks one at a time to idle workers.
+
+    Returns start - created and finished - created (submit to SUCCESS), in ms.
+    """
     ids = []
     with httpx.Client(base_url=appliance.url, timeout=30) as http:
         for _ in range(count):
             ids.append(http.post("/tasks", json=NOOP).json()["id"])
             wait_ids_finished(appliance, [ids[-1]])
             time.sleep(0.01)  # let the worker go back to waiting
-    return _delays_ms(appliance, ids, "created_at")
+    started = _delays_ms(appliance, ids, "created_at")
+    finished = _delays_ms(appliance, ids, "created_at", end="finished_at")
+    return started, finished
 
 
 def delayed(appliance: Appliance, count: int, span_s: float) -> list[float]:
@@ -422,13 +427,15 @@ def _span(appliance: Appliance, start: str, end: str) -> tuple[datetime, datetim
     return row[0], row[1]
 
 
-def _delays_ms(appliance: Appliance, ids: list[str], since: str) -> list[float]:
+def _delays_ms(
+    appliance: Appliance, ids: list[str], since: str, end: str = "started_at"
+) -> list[float]:
     assert appliance.store is not None
     out: list[float] = []
     with appliance.store.engine.connect() as conn:
         for start in range(0, len(ids), 500):
             rows = conn.execute(
-                select(tasks.c.started_at, tasks.c[since]).where(
+                select(tasks.c[end], tasks.c[since]).where(
                     tasks.c.id.in_(ids[start : start + 500])
                 )
             )
@@ -468,13 +475,15 @@ def one_run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
             figures["drain_tasks"] = queued
             figures.update(drain(appliance, args.workers, queued))
 
-            pickups = pickup(appliance, sizes.pickup)
+            pickups, to_success = pickup(appliance, sizes.pickup)
             figures["pickup_p50_ms"] = percentile(pickups, 50)
             figures["pickup_p99_ms"] = percentile(pickups, 99)
+            figures["submit_to_success_p50_ms"] = percentile(to_success, 50)
 
             lateness = delayed(appliance, sizes.delayed, sizes.delayed_span_s)
             figures["delayed_p50_ms"] = percentile(lateness, 50)
             figures["delayed_p99_ms"] = percentile(lateness, 99)
+            figures["delayed_max_ms"] = max(lateness)
             rss.sample()
         figures["peak_rss_mb"] = {k: v / 2**20 for k, v in sorted(rss.peak.items())}
     return figures
@@ -510,8 +519,10 @@ ROWS = [
     ("drain_per_s", "drain queued no-op tasks", "tasks/s", 0),
     ("pickup_p50_ms", "pickup latency p50", "ms", 2),
     ("pickup_p99_ms", "pickup latency p99", "ms", 2),
+    ("submit_to_success_p50_ms", "submit to SUCCESS p50, idle workers", "ms", 2),
     ("delayed_p50_ms", "delayed lateness p50", "ms", 2),
     ("delayed_p99_ms", "delayed lateness p99", "ms", 2),
+    ("delayed_max_ms", "delayed lateness, worst", "ms", 2),
 ]
 
 
