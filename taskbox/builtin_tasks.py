@@ -41,11 +41,24 @@ def http_request(
         method.upper(), url, headers=headers, json=json, timeout=timeout
     )
     if response.status_code >= 500:
-        raise HttpError(f"{method.upper()} {url} answered {response.status_code}")
+        raise HttpError(
+            f"{method.upper()} {_redacted(url)} answered {response.status_code}"
+        )
     return {
         "status_code": response.status_code,
         "body": response.text[:10_000],
     }
+
+
+def _redacted(url: str) -> str:
+    """The URL without credentials or query string, which often carry secrets.
+
+    The error is kept on the task and logged, where secrets must not go.
+    """
+    parsed = httpx.URL(url)
+    return str(
+        parsed.copy_with(username=None, password=None, query=None, fragment=None)
+    )
 
 
 @task(name="send_email", max_retries=3, timeout=60)

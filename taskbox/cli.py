@@ -1,6 +1,7 @@
 """The `taskbox` command: run the appliance or one component, and talk to the API."""
 
 import json
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -9,8 +10,10 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 
 from taskbox import logs
+from taskbox.parent import die_with_parent
 from taskbox.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -21,7 +24,19 @@ app = typer.Typer(
 
 
 def _setup() -> Settings:
-    settings = load_settings()
+    if os.environ.get("SUPERVISOR_ENABLED"):
+        # Under `taskbox up`: if supervisord is killed outright, go with it rather
+        # than linger as an orphan that a second `taskbox up` would collide with.
+        die_with_parent(signal.SIGTERM)
+    try:
+        settings = load_settings()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"TASKBOX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in err.errors()
+        )
+        typer.echo(f"error: bad setting: {problems}", err=True)
+        raise typer.Exit(2) from err
     logs.configure(settings.log_format, settings.log_level)
     return settings
 
@@ -59,11 +74,18 @@ def up() -> None:
     workers; their count is numprocs in supervisord.conf or TASKBOX_WORKERS.
     Ctrl-C or SIGTERM stops every process cleanly.
     """
-    from taskbox.appliance import start_appliance
+    from taskbox.appliance import AlreadyRunning, start_appliance
 
     settings = _setup()
     _prepare(settings, "cli")
-    start_appliance(settings)
+    try:
+        start_appliance(settings)
+    except AlreadyRunning as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    except ImportError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
 
 
 @app.command()
@@ -144,6 +166,7 @@ def run_redis() -> None:
     """Run the bundled Redis on a unix socket in the data dir (used by `taskbox up`)."""
     from taskbox.appliance import exec_redis
 
+    die_with_parent(signal.SIGTERM)
     exec_redis(load_settings())
 
 

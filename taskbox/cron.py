@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from taskbox.errors import InvalidSchedule
 from taskbox.models import to_utc
@@ -29,7 +29,12 @@ def check_cron(expression: str) -> None:
             "day-of-month month day-of-week, e.g. '*/5 * * * *'"
         )
     try:
-        croniter(expression)
+        croniter(expression).get_next(datetime)
+    except CroniterBadDateError as err:
+        raise InvalidSchedule(
+            f"cron '{expression}' never fires (no such date, e.g. 30 February); "
+            "check its day and month fields"
+        ) from err
     except (CroniterBadCronError, ValueError, KeyError) as err:
         raise InvalidSchedule(f"cron '{expression}' is not valid: {err}") from err
 
@@ -52,8 +57,10 @@ def next_fire(
         fire: datetime = croniter(cron, local_after).get_next(datetime)
         return to_utc(fire)
 
-    if interval_seconds is None:
-        raise InvalidSchedule("give exactly one of cron and interval_seconds")
+    if interval_seconds is None or interval_seconds <= 0:
+        raise InvalidSchedule(
+            "give exactly one of cron and a positive interval_seconds"
+        )
     step = timedelta(seconds=interval_seconds)
     if previous is None:
         return after + step

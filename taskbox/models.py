@@ -2,7 +2,6 @@
 
 import enum
 import json
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,24 +168,35 @@ class TaskCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     payload: dict[str, Any] | None = None
     run_at: datetime | None = None
-    max_retries: int | None = Field(default=None, ge=0, le=100)
-    priority: int = Field(default=0, ge=-100, le=100)
-    timeout: float | None = Field(default=None, gt=0, le=86400)
+    # Strict: "5" or true is a mistake in the caller's JSON, not a number to guess at.
+    max_retries: int | None = Field(default=None, ge=0, le=100, strict=True)
+    priority: int = Field(default=0, ge=-100, le=100, strict=True)
+    timeout: float | None = Field(default=None, gt=0, le=86400, allow_inf_nan=False)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
     _payload = field_validator("payload")(check_json_object)
 
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError(
+                "run_at must be an ISO 8601 time, e.g. '2030-01-01T10:00:00Z'"
+            )
+        return value
+
     @field_validator("run_at")
     @classmethod
     def _run_at_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else to_utc(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _finite_timeout(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("timeout must be a finite number of seconds")
-        return value
+        if value is None:
+            return None
+        try:
+            return to_utc(value)
+        except OverflowError as err:
+            raise ValueError(
+                "run_at is outside the years 1..9999 once read as UTC; send a "
+                "nearer time"
+            ) from err
 
 
 class TaskBatch(BaseModel):
@@ -254,6 +264,11 @@ class AttemptPublic(BaseModel):
     traceback: str | None
 
 
+# A schedule fires at most once a second: a shorter interval would only flood the
+# store with tasks.
+MIN_INTERVAL_S = 1.0
+
+
 class ScheduleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -261,7 +276,9 @@ class ScheduleCreate(BaseModel):
     task: str = Field(min_length=1, max_length=200)
     payload: dict[str, Any] | None = None
     cron: str | None = Field(default=None, max_length=200)
-    interval_seconds: float | None = Field(default=None, gt=0, le=366 * 86400)
+    interval_seconds: float | None = Field(
+        default=None, ge=MIN_INTERVAL_S, le=366 * 86400, allow_inf_nan=False
+    )
     timezone: str = Field(default="UTC", max_length=100)
     enabled: bool = True
 
@@ -280,7 +297,9 @@ class ScheduleUpdate(BaseModel):
     task: str | None = Field(default=None, min_length=1, max_length=200)
     payload: dict[str, Any] | None = None
     cron: str | None = Field(default=None, max_length=200)
-    interval_seconds: float | None = Field(default=None, gt=0, le=366 * 86400)
+    interval_seconds: float | None = Field(
+        default=None, ge=MIN_INTERVAL_S, le=366 * 86400, allow_inf_nan=False
+    )
     timezone: str | None = Field(default=None, max_length=100)
     enabled: bool | None = None
 

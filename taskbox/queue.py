@@ -148,13 +148,17 @@ return missing
 """
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for the Redis at url (redis://, rediss:// or unix://)."""
+def connect(url: str, timeout_s: float = 10.0) -> redis.Redis:
+    """A client for the Redis at url (redis://, rediss:// or unix://).
+
+    timeout_s bounds every answer; it must exceed the 1 s blocking waits of the
+    scheduler and workers.
+    """
     return redis.Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=10,
+        socket_connect_timeout=min(5.0, timeout_s),
+        socket_timeout=timeout_s,
         health_check_interval=30,
     )
 

@@ -3,6 +3,8 @@
 import functools
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -75,9 +77,12 @@ def _payload_model(fn: Callable[..., Any]) -> Any:
         annotation = Any if param.annotation is param.empty else param.annotation
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
+    # Strict, because the function gets the payload exactly as sent: a "12" that
+    # lax checking would pass for an int would reach the function as a string.
     config = ConfigDict(
         extra="allow" if _takes_var_keyword(fn) else "ignore",
         arbitrary_types_allowed=True,
+        strict=True,
     )
     return create_model(
         f"{fn.__name__}_payload",
@@ -152,7 +157,13 @@ def task(
 
 
 def load_registry(module_names: list[str]) -> Registry:
-    """Import the built-in tasks and the modules named in TASKBOX_TASK_MODULES."""
+    """Import the built-in tasks and the modules named in TASKBOX_TASK_MODULES.
+
+    The working directory is searched too, as `python -m` would, so a project's
+    own modules are found when taskbox runs from the project's directory.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     importlib.import_module("taskbox.builtin_tasks")
     for module_name in module_names:
         try:

@@ -6,7 +6,6 @@ dies with its worker, so no function goes on running once nobody waits for it.
 """
 
 import asyncio
-import ctypes
 import json
 import signal
 import traceback
@@ -14,9 +13,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from taskbox.parent import die_with_parent
 from taskbox.registry import load_registry
 
-PR_SET_PDEATHSIG = 1
 TRACEBACK_LINES = 30
 
 
@@ -32,7 +31,7 @@ class Reply:
 
 def run_child(conn: Connection, module_names: list[str]) -> None:
     """Entry point of the child: run each requested task until the pipe closes."""
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)
     # The worker decides when its child stops; Ctrl-C in a terminal reaches the
     # whole process group and must not kill an attempt behind the worker's back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -83,12 +82,3 @@ def _trimmed_traceback(err: BaseException) -> str:
     text = "".join(lines)
     tail = text.splitlines()[-TRACEBACK_LINES:]
     return "\n".join(tail)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when the worker that started it dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass  # not Linux: the closed pipe still ends the child after its attempt

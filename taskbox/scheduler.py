@@ -24,6 +24,7 @@ from taskbox.store import Store
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 1.0
+ROUND_RETRY_S = 1.0
 RECONCILE_INTERVAL_S = 15.0
 PURGE_INTERVAL_S = 60.0
 # A task waiting this long in a status that should be short-lived is checked
@@ -73,6 +74,15 @@ class Scheduler:
                 outage.over()
             except (redis.RedisError, SQLAlchemyError) as err:
                 sleep_s = outage.hit(err)
+            except Exception:
+                # A bug in one round must not stop every schedule, lease and delayed
+                # task; the next round starts clean.
+                log.exception(
+                    "scheduler round failed; trying again in %.0f s",
+                    ROUND_RETRY_S,
+                    extra={"event": "scheduler_round_failed"},
+                )
+                sleep_s = ROUND_RETRY_S
             self._wake.wait(sleep_s)
             self._wake.clear()
         log.info("scheduler stopped", extra={"event": "scheduler_stopped"})

@@ -17,6 +17,9 @@ from taskbox.store.engine import is_sqlite
 log = logging.getLogger(__name__)
 
 
+API_REDIS_TIMEOUT_S = 2.0
+
+
 @dataclass
 class Services:
     """Everything one process holds open, built once at its start."""
@@ -35,7 +38,12 @@ def open_services(settings: Settings, kind: str) -> Services:
     """Open the store (bringing its schema up to date), Redis and the task registry."""
     store = open_store(settings.store_url, kind, settings.sqlite_synchronous)
     migrate_when_reachable(store, kind)
-    queue = Queue(connect(settings.effective_redis_url), settings.redis_prefix)
+    # The API never blocks on Redis, so it can give up sooner: /readyz must answer
+    # 503 within a load balancer's probe timeout when Redis hangs.
+    timeout_s = API_REDIS_TIMEOUT_S if kind == "api" else 10.0
+    queue = Queue(
+        connect(settings.effective_redis_url, timeout_s), settings.redis_prefix
+    )
     registry = load_registry(settings.task_module_names)
     return Services(settings, store, queue, registry)
 

@@ -46,7 +46,8 @@ def check_submission(
         max_retries=definition.max_retries
         if body.max_retries is None
         else body.max_retries,
-        timeout_s=body.timeout,
+        # Stored, so the task shows the timeout it runs with.
+        timeout_s=definition.timeout_s if body.timeout is None else body.timeout,
         idempotency_key=key,
     )
 

@@ -1,5 +1,6 @@
 """Every SQL statement about schedules, including firing the due ones."""
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -8,10 +9,12 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from taskbox.cron import next_fire
-from taskbox.errors import Conflict, NotFound
+from taskbox.errors import Conflict, InvalidSchedule, NotFound
 from taskbox.models import Schedule
 from taskbox.store.engine import read, write
 from taskbox.store.tasks import NewTask, new_task_row, tasks
+
+log = logging.getLogger(__name__)
 
 schedules = Schedule.__table__  # type: ignore[attr-defined]  # set by SQLModel
 
@@ -144,22 +147,39 @@ class ScheduleStore:
                 .with_for_update(skip_locked=True)
             ).all()
             for schedule in due:
-                following = next_fire(
-                    schedule.cron,
-                    schedule.interval_seconds,
-                    schedule.timezone,
-                    after=now,
-                    previous=schedule.next_run_at,
-                )
+                try:
+                    following: datetime | None = next_fire(
+                        schedule.cron,
+                        schedule.interval_seconds,
+                        schedule.timezone,
+                        after=now,
+                        previous=schedule.next_run_at,
+                    )
+                except InvalidSchedule as err:
+                    # Only a rule stored before the API checked it this well can get
+                    # here; it stops, rather than stopping every other schedule.
+                    log.error(
+                        "schedule %s stopped: %s; fix it with PATCH /schedules/%s",
+                        schedule.name,
+                        err,
+                        schedule.name,
+                        extra={"event": "schedule_stopped", "schedule": schedule.name},
+                    )
+                    following = None
                 moved = conn.execute(
                     update(schedules)
                     .where(
                         schedules.c.name == schedule.name,
                         schedules.c.next_run_at == schedule.next_run_at,
                     )
-                    .values(next_run_at=following, last_run_at=now, updated_at=now)
+                    .values(
+                        next_run_at=following,
+                        enabled=following is not None,
+                        last_run_at=now,
+                        updated_at=now,
+                    )
                 )
-                if not moved.rowcount:
+                if not moved.rowcount or following is None:
                     continue
 
                 row = new_task_row(

@@ -405,6 +405,8 @@ class TaskStore:
                 "run_at": now,
                 "updated_at": now,
                 "finished_at": None,
+                "error": None,
+                "result": None,
                 "max_attempts": tasks.c.attempts + tasks.c.max_retries + 1,
             },
             ("retry", "retried"),

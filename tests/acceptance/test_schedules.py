@@ -22,7 +22,7 @@ def test_interval_schedule_fires_tasks_until_disabled(appliance: Appliance) -> N
             "name": f"tick-{marker}",
             "task": "echo",
             "payload": {"marker": marker},
-            "interval_seconds": 0.5,
+            "interval_seconds": 1,
         },
     )
     assert response.status_code == 201, response.text
@@ -31,7 +31,7 @@ def test_interval_schedule_fires_tasks_until_disabled(appliance: Appliance) -> N
     assert schedule["next_run_at"] is not None
 
     deadline = time.monotonic() + 15
-    while len(tasks_with_marker(appliance, marker)) < 3:
+    while len(tasks_with_marker(appliance, marker)) < 2:
         assert time.monotonic() < deadline, appliance.all_logs()
         time.sleep(0.1)
 
@@ -125,7 +125,7 @@ def test_bad_schedules_are_422_saying_what_to_fix(appliance: Appliance) -> None:
         assert response.json()["detail"], case
 
     names = [s["name"] for s in appliance.client.get("/schedules").json()]
-    assert not set("abcdef") & set(names)
+    assert not set("abcdefgh") & set(names)
     name = f"g-{uuid.uuid4().hex[:8]}"
     appliance.client.post(
         "/schedules", json={"name": name, "task": "echo", "interval_seconds": 60}

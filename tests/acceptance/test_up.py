@@ -15,15 +15,16 @@ from tests.conftest import REPO, TASKBOX, free_port
 
 
 class Up:
-    def __init__(self, cwd: Path, **env: str) -> None:
+    def __init__(self, root: Path, cwd: Path = REPO, **env: str) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.data_dir = cwd / "data"
-        self.log = cwd / "up.log"
+        self.data_dir = Path(env.get("TASKBOX_DATA_DIR", root / "data"))
+        self.log = root / "up.log"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKBOX_")}
         log = self.log.open("wb")
         self.process = subprocess.Popen(
             [TASKBOX, "up"],
-            cwd=REPO,
+            cwd=cwd,
             env={
                 **clean,
                 "TASKBOX_PORT": str(self.port),
@@ -139,3 +140,71 @@ def test_up_uses_an_external_redis_when_one_is_configured(
         assert running.stop() == 0
     finally:
         running.kill_leftovers()
+
+
+def test_up_refuses_a_task_module_it_cannot_import(tmp_path: Path) -> None:
+    running = Up(tmp_path, TASKBOX_TASK_MODULES="no_such_module.tasks")
+    try:
+        code = running.process.wait(60)
+    finally:
+        running.client.close()
+        running.kill_leftovers()
+
+    assert code == 2
+    assert "no_such_module.tasks" in running.log.read_text()
+
+
+def test_up_finds_task_modules_in_the_directory_it_runs_from(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "myapp").mkdir(parents=True)
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "tasks.py").write_text(
+        "from taskbox import task\n\n"
+        "@task(name='shout')\n"
+        "def shout(text: str) -> str:\n"
+        "    return text.upper()\n"
+    )
+    running = Up(tmp_path, cwd=project, TASKBOX_TASK_MODULES="myapp.tasks")
+    try:
+        running.wait_workers(2)
+        task_id = running.client.post(
+            "/tasks", json={"name": "shout", "payload": {"text": "hi"}}
+        ).json()["id"]
+        deadline = time.monotonic() + 15
+        while (task := running.client.get(f"/tasks/{task_id}").json())[
+            "status"
+        ] != "SUCCESS":
+            assert time.monotonic() < deadline, task
+            time.sleep(0.05)
+        assert task["result"] == "HI"
+        assert running.stop() == 0
+    finally:
+        running.kill_leftovers()
+
+
+def test_second_up_on_a_data_dir_in_use_is_refused(up: Up, tmp_path: Path) -> None:
+    up.wait_workers(2)
+    second = Up(tmp_path / "again", TASKBOX_DATA_DIR=str(up.data_dir))
+    try:
+        code = second.process.wait(60)
+    finally:
+        second.client.close()
+        second.kill_leftovers()
+
+    assert code == 2
+    assert "already" in second.log.read_text() or "running on" in second.log.read_text()
+
+
+def test_programs_stop_when_up_is_killed_outright(up: Up) -> None:
+    up.wait_workers(2)
+    children = up.descendants()
+
+    os.kill(up.process.pid, signal.SIGKILL)
+    up.process.wait()
+
+    deadline = time.monotonic() + 30
+    while alive := [
+        c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+    ]:
+        assert time.monotonic() < deadline, [c.cmdline() for c in alive]
+        time.sleep(0.2)

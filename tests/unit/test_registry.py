@@ -68,3 +68,26 @@ def test_async_function_is_recognised() -> None:
 def test_decorator_refuses_out_of_range_options(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         task("bad", **options)
+
+
+def test_payload_is_checked_strictly_because_it_reaches_the_function_as_sent() -> None:
+    def invoice(customer_id: int, amount: float) -> None:
+        return None
+
+    check = definition(invoice).check_payload
+    check({"customer_id": 12, "amount": 9})  # an int is a fine float
+
+    for payload in (
+        {"customer_id": "12", "amount": 9.5},
+        {"customer_id": True, "amount": 1.0},
+    ):
+        with pytest.raises(PayloadMismatch, match="customer_id"):
+            check(payload)
+
+
+def test_webhook_errors_leave_out_credentials_and_query() -> None:
+    from taskbox.builtin_tasks import _redacted
+
+    url = "https://admin:pw@hooks.example/path?token=secret#frag"
+
+    assert _redacted(url) == "https://hooks.example/path"
