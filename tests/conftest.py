@@ -162,11 +162,17 @@ def pg_template() -> Iterator[str]:
     admin.dispose()
 
 
-def clone_pg(template: str) -> tuple[str, Any]:
+def clone_pg(template: str | None = None) -> tuple[str, Any]:
+    """A new PostgreSQL database, a copy of `template` or empty; returns (url, drop)."""
     admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
     name = f"taskbox_t_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    copy = f' TEMPLATE "{template}"' if template else ""
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    except OperationalError as err:
+        admin.dispose()
+        missing_service(f"PostgreSQL at {PG_SERVER} is not reachable: {err}")
 
     def drop() -> None:
         with admin.connect() as conn:

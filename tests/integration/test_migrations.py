@@ -3,16 +3,14 @@ store that is newer than the code."""
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
 
 from taskbox.migrate import head_revision
-from tests.conftest import PG_SERVER, REPO, TASKBOX, missing_service
+from tests.conftest import REPO, TASKBOX, clone_pg
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,18 +20,9 @@ def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         yield f"sqlite:///{tmp_path / 'store' / 'taskbox.db'}"
         return
 
-    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"taskbox_m_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as err:
-        admin.dispose()
-        missing_service(f"PostgreSQL at {PG_SERVER} is not reachable: {err}")
-    yield f"{PG_SERVER}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    url, drop = clone_pg()
+    yield url
+    drop()
 
 
 def taskbox(store_url: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
