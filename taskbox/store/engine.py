@@ -1,7 +1,10 @@
 """Connections to the store: SQLite in WAL mode or PostgreSQL, pooled per process kind."""
 
 import logging
+import random
+import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -89,11 +92,38 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if conn.get_execution_options().get("write"):
+            _begin_immediate(conn.connection.dbapi_connection)
+        else:
+            conn.exec_driver_sql("BEGIN DEFERRED")
 
     _sqlite_write_locks[engine] = threading.RLock()
     return engine
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    """Take SQLite's write lock, polling every fraction of a millisecond while another
+    process holds it.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15… ms between tries, so under
+    several writer processes a task waits tens of milliseconds for a lock that was
+    free again within a millisecond. It is turned off for this one statement only.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay_s = 0.0001
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay_s * random.uniform(0.5, 1.5))
+            delay_s = min(delay_s * 2, 0.002)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 @contextmanager
