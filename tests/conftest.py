@@ -143,23 +143,12 @@ def queue(redis_server: RedisServer, redis_prefix: str) -> Iterator[Queue]:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A migrated PostgreSQL database that each test's database is cloned from."""
-    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"taskbox_tpl_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as err:
-        admin.dispose()
-        missing_service(f"PostgreSQL at {PG_SERVER} is not reachable: {err}")
-
-    engine = create_engine(f"{PG_SERVER}/{name}")
+    url, drop = clone_pg()
+    engine = create_engine(url)
     migrate(engine)
     engine.dispose()
-    yield name
-
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield url.rsplit("/", 1)[1]
+    drop()
 
 
 def clone_pg(template: str | None = None) -> tuple[str, Any]:
