@@ -58,9 +58,6 @@ class Scheduler:
         self._next_reconcile = 0.0
         self._next_purge = 0.0
         self._next_schedule_at: datetime | None = None
-        # Set when schedules may have changed (at start, or on a nudge from the API),
-        # so "no schedule due" is not read again on every wake.
-        self._schedules_stale = True
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -99,7 +96,7 @@ class Scheduler:
         while not self.stopping.is_set():
             try:
                 if self.queue.wait_for_nudge(1.0):
-                    self._schedules_stale = True
+                    self._next_schedule_at = None
                     self._wake.set()
             except redis.RedisError:
                 self.stopping.wait(1.0)
@@ -119,8 +116,7 @@ class Scheduler:
     def step(self, now: datetime) -> None:
         """Do every duty that is due at `now`."""
         self.move_due(now)
-        due = self._next_schedule_at is not None and self._next_schedule_at <= now
-        if self._schedules_stale or due:
+        if self._next_schedule_at is None or self._next_schedule_at <= now:
             self.fire_schedules(now)
 
         tick = time.monotonic()
@@ -189,7 +185,6 @@ class Scheduler:
                 },
             )
         self._next_schedule_at = self.store.schedules.next_due_at()
-        self._schedules_stale = False
 
     def expire_leases(self, now: datetime) -> None:
         """Take back tasks whose worker stopped renewing its lease."""
